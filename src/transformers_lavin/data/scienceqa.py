@@ -1,0 +1,208 @@
+"""Reader for ScienceQA in its official on-disk layout, producing TRL-ready conversational datasets.
+
+Layout (as released by the ScienceQA authors and read by LaVIN):
+```
+data_root/
+  problems.json       {qid: {"question", "choices", "answer", "hint", "image", "lecture", "solution", "subject",
+                             "grade", "split", ...}}
+  pid_splits.json     {"train": [qid, ...], "val": [...], "test": [...], ...}
+  captions.json       optional, {"captions": {qid: text}}
+  images/{split}/{qid}/image.png
+```
+"""
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+from PIL import Image, UnidentifiedImageError
+
+from .prompts import DEFAULT_PROMPT_FORMAT, answer_letter, build_prompt, split_prompt_format
+
+# Fields `build_prompt` and the metadata columns read from every problem.
+REQUIRED_PROBLEM_FIELDS = ("question", "choices", "answer", "hint", "image", "lecture", "solution", "subject", "grade")
+
+_TEXT = {"type": datasets.Value("string"), "text": datasets.Value("string")}
+_MESSAGES = datasets.List({"role": datasets.Value("string"), "content": datasets.List(_TEXT)})
+_METADATA_FEATURES = {
+    "id": datasets.Value("string"),
+    "answer": datasets.Value("string"),
+    "choices": datasets.List(datasets.Value("string")),
+    "subject": datasets.Value("string"),
+    "grade": datasets.Value("string"),
+    "has_text": datasets.Value("bool"),
+    "has_image": datasets.Value("bool"),
+    "no_context": datasets.Value("bool"),
+    "context_categories": datasets.List(datasets.Value("string")),
+}
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"ScienceQA {what} not found: {path}. Point `data_root` at the ScienceQA data folder.")
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"ScienceQA {what} {path} is not valid JSON ({e}); re-download or regenerate it.") from e
+
+
+def _check_problem(qid: str, problem: Any, path: Path) -> None:
+    if not isinstance(problem, Mapping):
+        raise ValueError(f"{path}: problem {qid!r} must be a JSON object, got {type(problem).__name__}.")
+    missing = [field for field in REQUIRED_PROBLEM_FIELDS if field not in problem]
+    if missing:
+        raise ValueError(f"{path}: problem {qid!r} lacks the field(s) {missing}; every problem needs these fields.")
+    if not isinstance(problem["choices"], list) or not problem["choices"]:
+        raise ValueError(f"{path}: problem {qid!r} has 'choices' {problem['choices']!r}; expected a non-empty list.")
+    try:
+        answer_letter(problem)
+    except ValueError as e:
+        raise ValueError(f"{path}: problem {qid!r}: {e}") from None
+
+
+def context_categories(problem: Mapping[str, Any]) -> list[str]:
+    """
+    The context categories a problem counts in for ScienceQA's accuracy table.
+
+    Following ScienceQA's scorer (also LaVIN's `eval.py`): `TXT` if the problem has a non-empty hint, `IMG` if it has an
+    image (both when it has both), `NO` if it has neither.
+    """
+    categories = [name for name, present in (("TXT", problem["hint"]), ("IMG", problem["image"])) if present]
+    return categories or ["NO"]
+
+
+def _image_path(data_root: Path, split: str, qid: str, problem: Mapping[str, Any]) -> Path:
+    # Images live under the problem's own split ("train", "val", "test"); a derived split such as "trainval" or
+    # "minival" has no image folder of its own.
+    image_split = problem.get("split") or split
+    image_name = problem["image"] if isinstance(problem["image"], str) else "image.png"
+    return data_root / "images" / image_split / qid / image_name
+
+
+def _check_image(path: Path, qid: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Image of ScienceQA problem {qid!r} not found: {path}. Download the ScienceQA images into "
+            f"images/<split>/<qid>/ under `data_root`."
+        )
+    try:
+        # Reads the header only; the pixels are decoded lazily by `datasets` when a row is accessed.
+        with Image.open(path) as image:
+            image.size  # noqa: B018
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"Image of ScienceQA problem {qid!r} at {path} cannot be read as an image ({e}).") from e
+
+
+def load_scienceqa(
+    data_root: str | Path,
+    split: str = "train",
+    prompt_format: str = DEFAULT_PROMPT_FORMAT,
+    use_caption: bool = False,
+    captions_file: str | Path | None = None,
+    format: Literal["prompt_completion", "messages"] = "prompt_completion",
+) -> datasets.Dataset:
+    """
+    Loads one split of ScienceQA as a conversational vision-language dataset for TRL's `SFTTrainer`.
+
+    Each row has:
+    - `prompt` and `completion` (with `format="prompt_completion"`): a user turn whose content is an image placeholder
+      (image questions only) and the prompt text, and an assistant turn with the answer text, so TRL computes the loss
+      on the answer only, as LaVIN does. With `format="messages"`, one `messages` column holds both turns instead.
+    - `images`: a list with the problem's image (decoded lazily to an RGB PIL image), empty for text-only problems.
+    - metadata for evaluation: `id` (the qid), `answer` (the letter), `choices`, `subject`, `grade`, and the context
+      flags of ScienceQA's scorer, `has_text` (non-empty hint), `has_image`, `no_context` (neither), also given as
+      `context_categories` (a subset of `["TXT", "IMG"]`, or `["NO"]`).
+
+    The prompt and answer texts are those of [`build_prompt`].
+
+    Args:
+        data_root (`str` or `Path`):
+            Folder with `problems.json`, `pid_splits.json` and `images/`.
+        split (`str`, *optional*, defaults to `"train"`):
+            A key of `pid_splits.json` (officially `train`, `val`, `test`, `trainval`, `minitrain`, `minival`,
+            `minitest`).
+        prompt_format (`str`, *optional*, defaults to `"QCM-ALE"`):
+            One of [`PROMPT_FORMATS`].
+        use_caption (`bool`, *optional*, defaults to `False`):
+            Whether to add each image's caption to the context.
+        captions_file (`str` or `Path`, *optional*):
+            The captions JSON (`{"captions": {qid: text}}`); defaults to `data_root/captions.json`. Read only with
+            `use_caption`; problems without a caption get none.
+        format (`str`, *optional*, defaults to `"prompt_completion"`):
+            `"prompt_completion"` or `"messages"`.
+
+    Returns:
+        `datasets.Dataset`: one row per problem of the split, in the order of `pid_splits.json`.
+    """
+    split_prompt_format(prompt_format)  # fail early on an unknown format
+    if format not in ("prompt_completion", "messages"):
+        raise ValueError(f"Unknown output format {format!r}; use 'prompt_completion' or 'messages'.")
+    data_root = Path(data_root)
+    problems_path, splits_path = data_root / "problems.json", data_root / "pid_splits.json"
+    problems = _read_json(problems_path, "problems file")
+    pid_splits = _read_json(splits_path, "split file")
+    if not isinstance(problems, Mapping):
+        raise ValueError(f"{problems_path} must hold a JSON object mapping qid to problem.")
+    if not isinstance(pid_splits, Mapping) or not all(isinstance(v, list) for v in pid_splits.values()):
+        raise ValueError(f"{splits_path} must hold a JSON object mapping split name to a list of qids.")
+    if split not in pid_splits:
+        raise ValueError(f"Split {split!r} not found in {splits_path}; available splits: {', '.join(pid_splits)}.")
+
+    captions: Mapping[str, str] = {}
+    if use_caption:
+        captions_path = Path(captions_file) if captions_file is not None else data_root / "captions.json"
+        caption_data = _read_json(captions_path, "captions file")
+        if not isinstance(caption_data, Mapping) or not isinstance(caption_data.get("captions"), Mapping):
+            raise ValueError(f"{captions_path} must hold a JSON object {{'captions': {{qid: text}}}}.")
+        captions = caption_data["captions"]
+
+    columns: dict[str, list[Any]] = {name: [] for name in ("prompt", "completion", "messages", "images")}
+    columns.update({name: [] for name in _METADATA_FEATURES})
+    for qid in pid_splits[split]:
+        qid = str(qid)
+        if qid not in problems:
+            raise ValueError(
+                f"{splits_path} lists qid {qid!r} in split {split!r}, but {problems_path} has no such problem."
+            )
+        problem = problems[qid]
+        _check_problem(qid, problem, problems_path)
+        if use_caption:
+            problem = {**problem, "caption": captions.get(qid, "")}
+        prompt_text, answer_text = build_prompt(problem, prompt_format, use_caption)
+
+        images = []
+        if problem["image"]:
+            path = _image_path(data_root, split, qid, problem)
+            _check_image(path, qid)
+            images.append({"path": str(path), "bytes": None})
+        image_part = [{"type": "image", "text": None}] if images else []
+        user = {"role": "user", "content": [*image_part, {"type": "text", "text": prompt_text}]}
+        assistant = {"role": "assistant", "content": [{"type": "text", "text": answer_text}]}
+        columns["prompt"].append([user])
+        columns["completion"].append([assistant])
+        columns["messages"].append([user, assistant])
+        columns["images"].append(images)
+
+        categories = context_categories(problem)
+        columns["id"].append(qid)
+        columns["answer"].append(answer_letter(problem))
+        columns["choices"].append([str(choice) for choice in problem["choices"]])
+        columns["subject"].append(problem["subject"])
+        columns["grade"].append(problem["grade"])
+        columns["has_text"].append("TXT" in categories)
+        columns["has_image"].append("IMG" in categories)
+        columns["no_context"].append(categories == ["NO"])
+        columns["context_categories"].append(categories)
+
+    text_columns = ["prompt", "completion"] if format == "prompt_completion" else ["messages"]
+    features = datasets.Features(
+        {
+            **{name: _MESSAGES for name in text_columns},
+            "images": datasets.List(datasets.Image(mode="RGB")),
+            **_METADATA_FEATURES,
+        }
+    )
+    return datasets.Dataset.from_dict({name: columns[name] for name in features}, features=features)
