@@ -1,3 +1,32 @@
-"""transformers-lavin: LaVIN and Mixture-of-Modality Adaptation (MMA) for transformers, PEFT and TRL."""
+"""transformers-lavin: LaVIN and Mixture-of-Modality Adaptation (MMA) for transformers, PEFT and TRL.
+
+Importing the package registers the `lavin` model type with transformers' Auto classes.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+from .configuration_lavin import LavinConfig
+from .modeling_lavin import LavinForConditionalGeneration, LavinModel, LavinPreTrainedModel
+from .processing_lavin import LavinProcessor, lavin_image_processor
 
 __version__ = "0.1.0"
+
+AutoConfig.register("lavin", LavinConfig, exist_ok=True)
+AutoModel.register(LavinConfig, LavinModel, exist_ok=True)
+AutoModelForImageTextToText.register(LavinConfig, LavinForConditionalGeneration, exist_ok=True)
+AutoProcessor.register(LavinConfig, LavinProcessor, exist_ok=True)
+
+# Saved models and processors carry `auto_map` and their code, for users without this package.
+LavinConfig.register_for_auto_class()
+LavinModel.register_for_auto_class("AutoModel")
+LavinForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+LavinProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = [
+    "LavinConfig",
+    "LavinForConditionalGeneration",
+    "LavinModel",
+    "LavinPreTrainedModel",
+    "LavinProcessor",
+    "lavin_image_processor",
+]

@@ -1,0 +1,259 @@
+"""LaVIN processor: image processor + tokenizer, writing LaVIN's image prefix after BOS."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+from transformers import BatchFeature, ProcessorMixin
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from .image_loading import load_image
+
+# Raw concatenation, as the reference trains on BOS + prompt + answer + EOS. Image parts render nothing: the
+# processor places the image itself, right after BOS. The generation markers let TRL mask everything but answers.
+DEFAULT_CHAT_TEMPLATE = (
+    "{{- bos_token -}}"
+    "{%- for message in messages -%}"
+    "{%- if message['content'] is string -%}{%- set text = message['content'] -%}"
+    "{%- else -%}{%- set text = namespace(value='') -%}"
+    "{%- for part in message['content'] -%}{%- if part['type'] == 'text' -%}"
+    "{%- set text.value = text.value + part['text'] -%}{%- endif -%}{%- endfor -%}"
+    "{%- set text = text.value -%}{%- endif -%}"
+    "{%- if message['role'] == 'assistant' -%}{% generation %}{{- text + eos_token -}}{% endgeneration %}"
+    "{%- else -%}{{- text -}}{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+
+def lavin_image_processor(image_size: int = 224) -> CLIPImageProcessorPil:
+    """The reference's image preprocessing: resize to a square (bicubic, no crop), ImageNet mean and std."""
+    return CLIPImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        do_center_crop=False,
+        resample=Image.Resampling.BICUBIC,
+        image_mean=list(IMAGENET_DEFAULT_MEAN),
+        image_std=list(IMAGENET_DEFAULT_STD),
+    )
+
+
+class LavinProcessor(ProcessorMixin):
+    r"""
+    Builds LaVIN inputs. For a sample with an image the tokens are BOS, `"Image: "`, `num_image_tokens` image
+    placeholders, then the text; for a text-only sample BOS, `"Image: N/A"`, then the text, as in the reference.
+    The prefix is written when the text starts with the BOS token (as chat-template output does) or when
+    `add_special_tokens=True` (the default); other text, such as a completion that TRL tokenizes on its own, is
+    tokenized as it is.
+
+    Args:
+        image_processor ([`BaseImageProcessor`]):
+            Resizes and normalises images. LaVIN's default: 224x224 bicubic, no crop, ImageNet mean and std.
+        tokenizer ([`PreTrainedTokenizerBase`]):
+            The LLM's tokenizer, with `image_token` added as a special token.
+        chat_template (`str`, *optional*):
+            A Jinja chat template. Defaults to LaVIN's raw prompt + answer format.
+        image_token (`str`, *optional*, defaults to `"<image>"`):
+            The placeholder token for visual tokens.
+        num_image_tokens (`int`, *optional*, defaults to 6):
+            Visual tokens per image; must equal the model's `len(vision_feature_layers)`.
+        image_prefix (`str`, *optional*, defaults to `"Image: "`):
+            Text written after BOS before the visual tokens.
+        no_image_text (`str`, *optional*, defaults to `"N/A"`):
+            Text written after `image_prefix` for a sample without an image.
+    """
+
+    attributes = ["image_processor", "tokenizer"]
+    model_input_names = ["input_ids", "attention_mask", "pixel_values"]
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        chat_template: str | None = None,
+        image_token: str = "<image>",
+        num_image_tokens: int = 6,
+        image_prefix: str = "Image: ",
+        no_image_text: str = "N/A",
+        **kwargs,
+    ):
+        if tokenizer is None or image_processor is None:
+            raise ValueError("LavinProcessor needs both an image_processor and a tokenizer.")
+        self.image_token = image_token
+        self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+        if self.image_token_id is None or self.image_token_id == tokenizer.unk_token_id:
+            raise ValueError(
+                f"The tokenizer has no {image_token!r} token. Add it first: "
+                f"tokenizer.add_special_tokens({{'additional_special_tokens': [{image_token!r}]}})."
+            )
+        if tokenizer.bos_token_id is None:
+            raise ValueError("LaVIN places the image after BOS, so the tokenizer needs a bos_token.")
+        self.num_image_tokens = num_image_tokens
+        self.image_prefix = image_prefix
+        self.no_image_text = no_image_text
+        if chat_template is None:
+            chat_template = DEFAULT_CHAT_TEMPLATE
+        super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------------- images
+    def _images_per_sample(self, images, batch_size: int) -> list[list]:
+        """Normalise `images` to one list per sample (empty for text-only samples)."""
+        if images is None:
+            return [[] for _ in range(batch_size)]
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        if len(images) > 0 and all(isinstance(item, (list, tuple)) for item in images):
+            per_sample = [list(item) for item in images]
+            if len(per_sample) != batch_size:
+                raise ValueError(
+                    f"Got image lists for {len(per_sample)} samples but {batch_size} prompts. Give one list per "
+                    "prompt (an empty list for a text-only prompt)."
+                )
+        else:
+            if any(isinstance(item, (list, tuple)) for item in images):
+                raise ValueError("Mixed nested and flat image lists; give one list per prompt, e.g. [[img], []].")
+            if len(images) != batch_size:
+                raise ValueError(
+                    f"Got {len(images)} images for {batch_size} prompts. A flat list needs one image per prompt; "
+                    "to mix image and text-only prompts give one list per prompt, e.g. [[img], []]."
+                )
+            per_sample = [[image] for image in images]
+        for index, sample_images in enumerate(per_sample):
+            sample_images[:] = [image for image in sample_images if image is not None]
+            if len(sample_images) > 1:
+                raise ValueError(
+                    f"Prompt {index} has {len(sample_images)} images; LaVIN takes at most one image per sample."
+                )
+        return per_sample
+
+    # ------------------------------------------------------------------------------------------------------- text
+    def _encode_sample(self, text: str, has_image: bool, add_prefix: bool, with_offsets: bool):
+        tokenizer = self.tokenizer
+        bos = tokenizer.bos_token
+        offset_shift = 0
+        if text.startswith(bos):
+            text, offset_shift, add_prefix = text[len(bos) :], len(bos), True
+        if not add_prefix:
+            if has_image:
+                raise ValueError(
+                    "An image was given for a text that gets no LaVIN prefix (no BOS and add_special_tokens=False). "
+                    "Start the text with the BOS token or pass add_special_tokens=True."
+                )
+            prefix_ids: list[int] = []
+        else:
+            if not text.strip() and not has_image:
+                raise ValueError("Empty prompt: give some text (or an image) to condition on.")
+            if has_image:
+                prefix_text_ids = tokenizer.encode(self.image_prefix, add_special_tokens=False)
+                prefix_ids = [tokenizer.bos_token_id, *prefix_text_ids] + [self.image_token_id] * self.num_image_tokens
+            else:
+                prefix_text = self.image_prefix + self.no_image_text
+                prefix_ids = [tokenizer.bos_token_id, *tokenizer.encode(prefix_text, add_special_tokens=False)]
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=with_offsets)
+        ids = prefix_ids + list(encoding["input_ids"])
+        offsets = None
+        if with_offsets:
+            offsets = [(0, 0)] * len(prefix_ids) + [
+                (start + offset_shift, end + offset_shift) for start, end in encoding["offset_mapping"]
+            ]
+        return ids, offsets
+
+    def __call__(
+        self,
+        images=None,
+        text: str | Sequence[str] | None = None,
+        *,
+        padding: bool | str = False,
+        padding_side: str | None = None,
+        truncation: bool = False,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        add_special_tokens: bool = True,
+        return_offsets_mapping: bool = False,
+        return_tensors: str | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """
+        Tokenize `text` and process `images` into `input_ids`, `attention_mask` and, when any image is given,
+        `pixel_values` (one entry per image, in row order).
+
+        Args:
+            images: `None`, one image, a flat list with one image per prompt, or one list per prompt (possibly
+                empty), as TRL's collator sends them. Images may be PIL images, uint8 numpy arrays or file paths;
+                every mode is converted to RGB (see `to_rgb`).
+            text: one prompt or a list of prompts.
+            truncation / max_length: cut sequences to `max_length` tokens from the right; never inside the image.
+        """
+        if text is None:
+            raise ValueError("LavinProcessor needs text (a prompt per sample); images alone are not enough.")
+        is_batched = not isinstance(text, str)
+        texts = list(text) if is_batched else [text]
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("text must be a string or a list of strings.")
+        per_sample = self._images_per_sample(images, len(texts))
+
+        all_ids, all_offsets = [], []
+        for index, (sample_text, sample_images) in enumerate(zip(texts, per_sample)):
+            ids, offsets = self._encode_sample(
+                sample_text, bool(sample_images), add_special_tokens, with_offsets=return_offsets_mapping
+            )
+            limit = max_length if truncation and max_length is not None else self._model_max_length()
+            if limit is not None and len(ids) > limit:
+                if not truncation:
+                    raise ValueError(
+                        f"Prompt {index} is {len(ids)} tokens, over the maximum of {limit}. Shorten it, or pass "
+                        "truncation=True with max_length to cut it."
+                    )
+                image_end = max((i + 1 for i, t in enumerate(ids) if t == self.image_token_id), default=0)
+                if limit < image_end:
+                    raise ValueError(
+                        f"max_length={limit} would cut into the image tokens of prompt {index}, which end at "
+                        f"position {image_end}. Use a larger max_length."
+                    )
+                ids = ids[:limit]
+                offsets = offsets[:limit] if offsets is not None else None
+            all_ids.append(ids)
+            all_offsets.append(offsets)
+
+        encoded = {"input_ids": all_ids}
+        padded = self.tokenizer.pad(
+            encoded,
+            padding=padding,
+            max_length=max_length,
+            pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side,
+            return_attention_mask=True,
+        )
+        data = dict(padded)
+        if return_offsets_mapping:
+            data["offset_mapping"] = self._pad_offsets(all_offsets, data["input_ids"], padding_side)
+
+        flat_images = [load_image(image) for sample_images in per_sample for image in sample_images]
+        if flat_images:
+            data["pixel_values"] = np.asarray(
+                self.image_processor(images=flat_images, return_tensors="np")["pixel_values"]
+            )
+        if not is_batched and return_tensors is None:
+            data = {key: value[0] if key != "pixel_values" else value for key, value in data.items()}
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _pad_offsets(self, offsets: list[list], padded_ids: list[list[int]], padding_side: str | None) -> list:
+        side = padding_side or self.tokenizer.padding_side
+        result = []
+        for sample_offsets, ids in zip(offsets, padded_ids):
+            pad = [(0, 0)] * (len(ids) - len(sample_offsets))
+            result.append(pad + sample_offsets if side == "left" else sample_offsets + pad)
+        return result
+
+    def _model_max_length(self) -> int | None:
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        # Tokenizers without a known limit report a huge sentinel value.
+        return limit if isinstance(limit, int) and limit < 1_000_000 else None
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "pixel_values"]
+
+
+__all__ = ["LavinProcessor", "DEFAULT_CHAT_TEMPLATE", "lavin_image_processor"]
