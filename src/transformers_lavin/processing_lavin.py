@@ -194,7 +194,7 @@ class LavinProcessor(ProcessorMixin):
         per_sample = self._images_per_sample(images, len(texts))
 
         all_ids, all_offsets = [], []
-        for index, (sample_text, sample_images) in enumerate(zip(texts, per_sample)):
+        for index, (sample_text, sample_images) in enumerate(zip(texts, per_sample, strict=True)):
             ids, offsets = self._encode_sample(
                 sample_text, bool(sample_images), add_special_tokens, with_offsets=return_offsets_mapping
             )
@@ -241,7 +241,7 @@ class LavinProcessor(ProcessorMixin):
     def _pad_offsets(self, offsets: list[list], padded_ids: list[list[int]], padding_side: str | None) -> list:
         side = padding_side or self.tokenizer.padding_side
         result = []
-        for sample_offsets, ids in zip(offsets, padded_ids):
+        for sample_offsets, ids in zip(offsets, padded_ids, strict=True):
             pad = [(0, 0)] * (len(ids) - len(sample_offsets))
             result.append(pad + sample_offsets if side == "left" else sample_offsets + pad)
         return result
@@ -250,10 +250,6 @@ class LavinProcessor(ProcessorMixin):
         limit = getattr(self.tokenizer, "model_max_length", None)
         # Tokenizers without a known limit report a huge sentinel value.
         return limit if isinstance(limit, int) and limit < 1_000_000 else None
-
-    @property
-    def model_input_names(self) -> list[str]:
-        return ["input_ids", "attention_mask", "pixel_values"]
 
 
 __all__ = ["LavinProcessor", "DEFAULT_CHAT_TEMPLATE", "lavin_image_processor"]
