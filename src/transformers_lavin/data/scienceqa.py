@@ -143,9 +143,9 @@ def load_scienceqa(
     data_root = Path(data_root)
     problems_path, splits_path = data_root / "problems.json", data_root / "pid_splits.json"
     problems = _read_json(problems_path, "problems file")
-    pid_splits = _read_json(splits_path, "split file")
     if not isinstance(problems, Mapping):
         raise ValueError(f"{problems_path} must hold a JSON object mapping qid to problem.")
+    pid_splits = _read_json(splits_path, "split file")
     if not isinstance(pid_splits, Mapping) or not all(isinstance(v, list) for v in pid_splits.values()):
         raise ValueError(f"{splits_path} must hold a JSON object mapping split name to a list of qids.")
     if split not in pid_splits:
