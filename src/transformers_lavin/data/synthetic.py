@@ -20,7 +20,7 @@ POSITIONS = ("top left", "top right", "bottom left", "bottom right")
 COUNTS = ("1", "2", "3", "4")
 NAMES = ("Maya", "Omar", "Lena", "Kofi", "Ines", "Tariq", "Yuki", "Sam")
 THINGS = ("hat", "kite", "scarf", "ball", "cup", "bike", "boat", "book")
-FRUITS = ("apples", "pears", "plums", "lemons", "peaches", "figs")
+FRUITS = ("apple", "pear", "plum", "lemon", "orange", "fig")
 WORDS = ("anchor", "basket", "candle", "dragon", "engine", "forest", "garden", "harbor", "island", "jacket", "kettle")
 GRADES = tuple(f"grade{g}" for g in range(1, 13))
 IMAGE_CAPTION = "A drawing of simple shapes on a white background."
@@ -126,19 +126,23 @@ def _hint_color_question(rng: random.Random, k: int) -> _Question:
     )
 
 
+def _amount(count: int, noun: str) -> str:
+    return f"is 1 {noun}" if count == 1 else f"are {count} {noun}s"
+
+
 def _hint_count_question(rng: random.Random, k: int) -> _Question:
     asked, other = rng.sample(FRUITS, 2)
     count, other_count = rng.sample(range(1, 5), 2)
     return _Question(
-        question=f"How many {asked} are in the basket?",
+        question=f"How many {asked}s are in the basket?",
         correct=str(count),
         distractors=_others(rng, COUNTS, str(count), k),
-        solution=f"The text says that there are {count} {asked} in the basket.",
+        solution=f"The text says that there {_amount(count, asked)} in the basket.",
         lecture="Read the text carefully.\nThe number you need is given in it.",
         subject="natural science",
         topic="counting",
         skill="Find numbers in a text",
-        hint=f"There are {other_count} {other} and {count} {asked} in the basket.",
+        hint=f"There {_amount(other_count, other)} and {count} {asked}{'s' * (count != 1)} in the basket.",
     )
 
 
