@@ -1,0 +1,202 @@
+"""Model adapters: one interface, `generate(images, prompts, max_new_tokens) -> texts`, for every model.
+
+- [`HFModelAdapter`]: any `AutoModelForImageTextToText` model with its processor (LaVIN, LLaVA, BLIP-2,
+  InstructBLIP, ...), with the prompt built the way that model expects;
+- [`CallableAdapter`]: any Python callable `(images, prompts) -> texts`, for models with no HF class.
+"""
+
+import importlib
+import importlib.util
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image
+
+ImageBatch = Sequence[Sequence[Image.Image]]
+
+# Processors of these model types put the image tokens in the sequence themselves, so the prompt gets no placeholder.
+SELF_PLACING_MODEL_TYPES = frozenset({"lavin", "blip-2", "instructblip", "instructblipvideo"})
+# These need exactly one image per sample; a text-only sample gets a black image.
+ONE_IMAGE_MODEL_TYPES = frozenset({"blip-2", "instructblip", "instructblipvideo"})
+
+
+class ModelAdapter(Protocol):
+    """What the runner calls: one list of images and one prompt per sample in, one generated text per sample out."""
+
+    def generate(self, images: ImageBatch, prompts: Sequence[str], max_new_tokens: int) -> list[str]: ...
+
+
+class CallableAdapter:
+    """
+    Wraps a callable `(images, prompts) -> texts` (it may also accept a `max_new_tokens` keyword).
+
+    Args:
+        function (`Callable`): Gets a list (one per sample) of lists of `PIL.Image.Image` and a list of prompts;
+            returns one string per prompt.
+    """
+
+    def __init__(self, function: Callable[..., Sequence[str]]) -> None:
+        if not callable(function):
+            raise TypeError(f"CallableAdapter needs a callable (images, prompts) -> texts; got {function!r}.")
+        self.function = function
+        try:
+            self._takes_max_new_tokens = "max_new_tokens" in inspect.signature(function).parameters
+        except (TypeError, ValueError):
+            self._takes_max_new_tokens = False
+
+    def generate(self, images: ImageBatch, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        kwargs = {"max_new_tokens": max_new_tokens} if self._takes_max_new_tokens else {}
+        texts = list(self.function([list(i) for i in images], list(prompts), **kwargs))
+        if len(texts) != len(prompts) or not all(isinstance(text, str) for text in texts):
+            raise ValueError(
+                f"The model callable must return one string per prompt: got {len(texts)} item(s) for {len(prompts)} "
+                f"prompt(s), of types {sorted({type(t).__name__ for t in texts})}."
+            )
+        return texts
+
+
+class HFModelAdapter:
+    """
+    Batched greedy generation with a transformers image-text-to-text model and its processor.
+
+    The prompt is built, in order of preference, from `prompt_template` when given; as is, when the processor places
+    the images itself (LaVIN, BLIP-2, InstructBLIP); with the processor's chat template when it has one; else as
+    `"{images}\\n{prompt}"` with the processor's image token.
+
+    Args:
+        model (`PreTrainedModel`): E.g. from `AutoModelForImageTextToText.from_pretrained`.
+        processor (`ProcessorMixin`): Its processor.
+        prompt_template (`str`, *optional*): A template with `{prompt}` and optionally `{images}` (replaced by one
+            image token per image), e.g. `"USER: {images}\\n{prompt} ASSISTANT:"`.
+        generation_kwargs (`dict`, *optional*): Extra arguments for `generate` (greedy decoding by default).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        prompt_template: str | None = None,
+        generation_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.prompt_template = prompt_template
+        self.generation_kwargs = {"do_sample": False, **(generation_kwargs or {})}
+        self.model_type = getattr(model.config, "model_type", "")
+        text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.is_encoder_decoder = bool(getattr(text_config, "is_encoder_decoder", False))
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        if not self.is_encoder_decoder:
+            # Decoder-only models continue the last token of each row, so pad on the left.
+            self.tokenizer.padding_side = "left"
+
+    @property
+    def image_token(self) -> str:
+        token = getattr(self.processor, "image_token", None) or getattr(self.tokenizer, "image_token", None)
+        return str(getattr(token, "content", token or "<image>"))
+
+    def build_prompt(self, prompt: str, n_images: int) -> str:
+        """
+        The text given to the processor for one sample.
+
+        Args:
+            prompt (`str`): The task's prompt.
+            n_images (`int`): How many images the sample has.
+        """
+        if self.prompt_template is not None:
+            return self.prompt_template.format(prompt=prompt, images=self.image_token * n_images)
+        if self.model_type in SELF_PLACING_MODEL_TYPES:
+            return prompt
+        if getattr(self.processor, "chat_template", None):
+            content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
+            messages = [{"role": "user", "content": content}]
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return f"{self.image_token * n_images}\n{prompt}" if n_images else prompt
+
+    def _processor_images(self, images: ImageBatch) -> Any:
+        if self.model_type == "lavin":
+            return [list(sample) for sample in images]
+        if self.model_type in ONE_IMAGE_MODEL_TYPES:
+            # BLIP-style models read exactly one image per sample and have no text-only path.
+            return [sample[0] if sample else Image.new("RGB", (224, 224)) for sample in images]
+        flat = [image for sample in images for image in sample]
+        return flat or None
+
+    def generate(self, images: ImageBatch, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        import torch
+
+        if len(images) != len(prompts):
+            raise ValueError(f"Got {len(images)} image lists for {len(prompts)} prompts; give one list per prompt.")
+        n_images = [1 if self.model_type in ONE_IMAGE_MODEL_TYPES else len(sample) for sample in images]
+        texts = [self.build_prompt(prompt, n) for prompt, n in zip(prompts, n_images, strict=True)]
+        inputs = self.processor(images=self._processor_images(images), text=texts, return_tensors="pt", padding=True)
+        inputs = inputs.to(self.model.device, dtype=self.model.dtype) if hasattr(inputs, "to") else inputs
+        kwargs = dict(self.generation_kwargs)
+        if self.tokenizer.pad_token_id is not None:
+            kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        with torch.no_grad():
+            output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, **kwargs)
+        if not self.is_encoder_decoder:
+            output = output[:, inputs["input_ids"].shape[1] :]
+        return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
+
+
+def load_hf_model(
+    name_or_path: str, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False
+) -> HFModelAdapter:
+    """
+    Loads a model with `AutoModelForImageTextToText` and `AutoProcessor` and wraps it in [`HFModelAdapter`].
+
+    Args:
+        name_or_path (`str`): A local directory or a Hub id.
+        dtype (`str`, *optional*, defaults to `"auto"`): E.g. `"bfloat16"`.
+        device (`str`, *optional*): E.g. `"cuda"`; defaults to CUDA when available, else CPU.
+        trust_remote_code (`bool`, *optional*, defaults to `False`)
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    import transformers_lavin  # noqa: F401  (registers "lavin" with the Auto classes)
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForImageTextToText.from_pretrained(
+        name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
+    ).to(device)
+    processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    return HFModelAdapter(model, processor)
+
+
+def load_callable(spec: str) -> CallableAdapter:
+    """
+    Imports a callable from `"package.module:function"` or `"path/to/file.py:function"`.
+
+    Args:
+        spec (`str`): Where the callable is.
+    """
+    module_name, sep, attribute = spec.rpartition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"A callable is given as 'module:function' or 'file.py:function'; got {spec!r}.")
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.is_file():
+            raise FileNotFoundError(f"No Python file at {path} (from the model spec {spec!r}).")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_name)
+    if not hasattr(module, attribute):
+        raise AttributeError(f"{module_name} has no attribute {attribute!r} (from the model spec {spec!r}).")
+    return CallableAdapter(getattr(module, attribute))
+
+
+def load_model(spec: str, **kwargs: Any) -> ModelAdapter:
+    """
+    A model from a spec: `module:function` or `file.py:function` gives a [`CallableAdapter`]; anything else is a
+    model directory or Hub id for [`load_hf_model`] (which gets `kwargs`).
+    """
+    head, sep, _ = spec.rpartition(":")
+    is_callable = sep and (head.endswith(".py") or (not Path(spec).exists() and "/" not in head))
+    return load_callable(spec) if is_callable else load_hf_model(spec, **kwargs)
