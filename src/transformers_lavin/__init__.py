@@ -1,11 +1,12 @@
 """transformers-lavin: LaVIN and Mixture-of-Modality Adaptation (MMA) for transformers, PEFT and TRL.
 
-Importing the package registers the `lavin` model type with transformers' Auto classes.
+Importing the package registers the `lavin` model type with transformers' Auto classes and MMA with PEFT.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from .configuration_lavin import LavinConfig
+from .mma import MMAConfig, MMAModel, compute_routing_table, register_mma_with_peft
 from .modeling_lavin import LavinForConditionalGeneration, LavinModel, LavinPreTrainedModel
 from .processing_lavin import LavinProcessor, lavin_image_processor
 
@@ -15,6 +16,7 @@ AutoConfig.register("lavin", LavinConfig, exist_ok=True)
 AutoModel.register(LavinConfig, LavinModel, exist_ok=True)
 AutoModelForImageTextToText.register(LavinConfig, LavinForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(LavinConfig, LavinProcessor, exist_ok=True)
+register_mma_with_peft()
 
 # Saved models and processors carry `auto_map` and their code, for users without this package.
 LavinConfig.register_for_auto_class()
@@ -28,5 +30,8 @@ __all__ = [
     "LavinModel",
     "LavinPreTrainedModel",
     "LavinProcessor",
+    "MMAConfig",
+    "MMAModel",
+    "compute_routing_table",
     "lavin_image_processor",
 ]

@@ -1,0 +1,94 @@
+"""Configuration of Mixture-of-Modality Adaptation (MMA) as a PEFT method."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from peft import PeftConfig
+
+from .peft_registration import add_mma_peft_type
+
+ADAPTER_TYPES = ("attn", "block")
+VISION_ADAPTER_TYPES = ("normal", "router", "router_block", "none")
+
+
+@dataclass
+class MMAConfig(PeftConfig):
+    """
+    Configuration of MMA, LaVIN's Mixture-of-Modality Adaptation. The defaults are the published LaVIN-7B recipe:
+    3,781,296 trainable parameters on LLaMA-7B + CLIP ViT-L/14.
+
+    Args:
+        adapter_hidden_size (`int`, defaults to 8): Bottleneck width of every adapter.
+        groups (`int`, defaults to 2): Groups of the up-projections (block-diagonal weights), as the reference.
+        scale (`float`, defaults to 1.0): Scale of the adapter's residual branch.
+        temperature (`float`, defaults to 10.0): Softmax temperature of the routers.
+        dropout (`float`, defaults to 0.1): Dropout on the adapters' bottleneck activations.
+        adapter_type (`str`, defaults to `"attn"`): `"attn"` adapts the input of each LLM attention; `"block"`
+            also the input of each LLM MLP.
+        vision_adapter_type (`str`, defaults to `"router"`): Adapters on the vision tower's blocks: `"router"` (on
+            each attention input, routed per token), `"router_block"` (also on each MLP input), `"normal"` (a plain
+            RepAdapter, no router) or `"none"`.
+        target_modules (`list[str]`, defaults to `["self_attn"]`): Names of the LLM attention modules whose input is
+            adapted. The MLPs (`"mlp"`) are added for `adapter_type="block"`; vision modules follow
+            `vision_adapter_type` and `vision_target_modules`.
+        vision_target_modules (`list[str]`, defaults to `["self_attn"]`): The vision tower's attention modules.
+        modules_to_save (`list[str]`): Base-model modules trained and saved in full: LaVIN's projector and modality
+            embedding. Entries the base model does not have are dropped (a plain causal LM has neither).
+    """
+
+    adapter_hidden_size: int = field(default=8, metadata={"help": "Bottleneck width of every adapter."})
+    groups: int = field(default=2, metadata={"help": "Groups of the up-projections."})
+    scale: float = field(default=1.0, metadata={"help": "Scale of the adapter branch."})
+    temperature: float = field(default=10.0, metadata={"help": "Router softmax temperature."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout on the bottleneck activations."})
+    adapter_type: Literal["attn", "block"] = field(default="attn", metadata={"help": "attn or block."})
+    vision_adapter_type: Literal["normal", "router", "router_block", "none"] = field(
+        default="router", metadata={"help": "normal, router, router_block or none."}
+    )
+    target_modules: list[str] | str | None = field(
+        default_factory=lambda: ["self_attn"], metadata={"help": "LLM attention modules to adapt."}
+    )
+    vision_target_modules: list[str] | None = field(
+        default_factory=lambda: ["self_attn"], metadata={"help": "Vision attention modules to adapt."}
+    )
+    modules_to_save: list[str] | None = field(
+        default_factory=lambda: ["multi_modal_projector", "modality_embedding"],
+        metadata={"help": "Modules trained and saved in full."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.peft_type = add_mma_peft_type()
+        if self.adapter_type not in ADAPTER_TYPES:
+            raise ValueError(f"Unknown adapter_type {self.adapter_type!r}; use one of {ADAPTER_TYPES}.")
+        if self.vision_adapter_type not in VISION_ADAPTER_TYPES:
+            raise ValueError(
+                f"Unknown vision_adapter_type {self.vision_adapter_type!r}; use one of {VISION_ADAPTER_TYPES}."
+            )
+        if self.adapter_hidden_size < 1 or self.adapter_hidden_size % self.groups:
+            raise ValueError(
+                f"adapter_hidden_size ({self.adapter_hidden_size}) must be positive and divisible by groups "
+                f"({self.groups})."
+            )
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}.")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if isinstance(self.target_modules, str):
+            self.target_modules = [self.target_modules]
+        if not self.target_modules:
+            raise ValueError("target_modules is empty: name the LLM attention modules to adapt, e.g. ['self_attn'].")
+
+    @property
+    def llm_target_names(self) -> list[str]:
+        """Module names adapted in the LLM."""
+        return list(self.target_modules) + (["mlp"] if self.adapter_type == "block" else [])
+
+    @property
+    def vision_target_names(self) -> list[str]:
+        """Module names adapted in the vision tower."""
+        if self.vision_adapter_type == "none":
+            return []
+        return list(self.vision_target_modules or []) + (["mlp"] if self.vision_adapter_type == "router_block" else [])
