@@ -7,7 +7,10 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-PATH_LABELS = ("path 0", "path 1")
+from ..mma import compute_routing_table
+
+# Path j is the adapter's up-projection U_j (the reference's conv_B / conv_D); which one carries image turns is learned.
+PATH_LABELS = ("path 0 (U0)", "path 1 (U1)")
 PATH_COLORS = ("#4c78a8", "#f58518")
 
 
@@ -28,8 +31,6 @@ def routing_for_turn(model: Any, has_image: bool) -> torch.Tensor | None:
         `torch.Tensor` of shape `(num_llm_layers, 2)` with the two path weights per layer, or `None` for a model
         without MMA adapters.
     """
-    from transformers_lavin import compute_routing_table
-
     table = compute_routing_table(model)
     if table is None:
         return None
