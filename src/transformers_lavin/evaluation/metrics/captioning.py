@@ -77,8 +77,12 @@ def caption_scores(
     keys = sorted(references, key=str)
     has_java = shutil.which("java") is not None
     if has_java:
-        gts = _ptb_tokenize({key: references[key] for key in keys})
-        res = _ptb_tokenize({key: [predictions[key]] for key in keys})
+        # One Java start for both sides: references under ("ref", key), predictions under ("hyp", key).
+        tokens = _ptb_tokenize(
+            {**{("ref", k): references[k] for k in keys}, **{("hyp", k): [predictions[k]] for k in keys}}
+        )
+        gts = {key: tokens[("ref", key)] for key in keys}
+        res = {key: tokens[("hyp", key)] for key in keys}
     else:
         gts = {key: [simple_tokenize(text) for text in references[key]] for key in keys}
         res = {key: [simple_tokenize(predictions[key])] for key in keys}
