@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from ..mma import compute_routing_table
 
-# Path j is the adapter's up-projection U_j (the reference's conv_B / conv_D); which one carries image turns is learned.
+# Path j is the adapter's up-projection U_j (the reference's conv_B / conv_D); which one serves images is learned.
 PATH_LABELS = ("path 0 (U0)", "path 1 (U1)")
 PATH_COLORS = ("#4c78a8", "#f58518")
 
