@@ -5,6 +5,7 @@ Importing the package registers the `lavin` model type with transformers' Auto c
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
+from .assembly import build_lavin_from_parts
 from .configuration_lavin import LavinConfig
 from .mma import MMAConfig, MMAModel, compute_routing_table, register_mma_with_peft
 from .modeling_lavin import LavinForConditionalGeneration, LavinModel, LavinPreTrainedModel
@@ -32,6 +33,7 @@ __all__ = [
     "LavinProcessor",
     "MMAConfig",
     "MMAModel",
+    "build_lavin_from_parts",
     "compute_routing_table",
     "lavin_image_processor",
 ]

@@ -187,8 +187,8 @@ class LavinProcessor(ProcessorMixin):
         """
         if text is None:
             raise ValueError("LavinProcessor needs text (a prompt per sample); images alone are not enough.")
-        is_batched = not isinstance(text, str)
-        texts = list(text) if is_batched else [text]
+        # Outputs are batched even for one string, as other transformers processors.
+        texts = [text] if isinstance(text, str) else list(text)
         if not all(isinstance(t, str) for t in texts):
             raise TypeError("text must be a string or a list of strings.")
         per_sample = self._images_per_sample(images, len(texts))
@@ -234,8 +234,6 @@ class LavinProcessor(ProcessorMixin):
             data["pixel_values"] = np.asarray(
                 self.image_processor(images=flat_images, return_tensors="np")["pixel_values"]
             )
-        if not is_batched and return_tensors is None:
-            data = {key: value[0] if key != "pixel_values" else value for key, value in data.items()}
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _pad_offsets(self, offsets: list[list], padded_ids: list[list[int]], padding_side: str | None) -> list:
