@@ -112,3 +112,33 @@ def test_prompt_building_per_model(models):
     # An explicit template wins.
     custom = HFModelAdapter(*models["llava"], prompt_template="Look: {images} {prompt} Answer:")
     assert custom.build_prompt("Q?", 1) == "Look: <image> Q? Answer:"
+
+
+def test_cli_loads_saved_models_from_disk(models, pope_dir, tmp_path, capsys):
+    """`lavin-eval` with two saved models (AutoModelForImageTextToText + AutoProcessor), compared on POPE."""
+    import json
+
+    from transformers_lavin.evaluation.cli import main
+
+    for name in ("lavin", "llava"):
+        model, processor = models[name]
+        model.save_pretrained(tmp_path / name)
+        processor.save_pretrained(tmp_path / name)
+    status = main(
+        ["--model", f"lavin={tmp_path / 'lavin'}", "--model", f"llava={tmp_path / 'llava'}", "--task",
+         f"pope={pope_dir}", "--task-option", "pope.splits=random", "--limit", "2", "--max-new-tokens", "2",
+         "--device", "cpu", "--dtype", "float32", "--output-dir", str(tmp_path / "runs"), "--no-progress"]
+    )  # fmt: skip
+    assert status == 0
+    summary = json.loads((tmp_path / "runs" / "summary.json").read_text())
+    assert set(summary["pope"]) == {"lavin", "llava"}
+    assert all(s["n"] == 2 and s["n_errors"] == 0 for s in summary["pope"].values())
+    assert (tmp_path / "runs" / "comparison.png").is_file()
+    # The saved models generate what the in-memory ones do.
+    records = read_results(tmp_path / "runs" / "llava" / "pope" / "results.jsonl")
+    adapter = HFModelAdapter(*models["llava"])
+    from PIL import Image
+
+    with Image.open(pope_dir / "images" / "img1.jpg") as image:
+        assert adapter.generate([[image.convert("RGB")]], [records[0]["prompt"]], 2) == [records[0]["output"]]
+    assert "| lavin |" in capsys.readouterr().out

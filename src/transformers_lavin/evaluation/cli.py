@@ -152,15 +152,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if judge is None and any(task.name == "llava_bench" for task in tasks):
         logger.warning("llava_bench without a judge: answers are generated and saved but not rated.")
 
-    models = {}
+    targets: dict[str, str] = {}
     for spec in args.model:
         name, sep, target = spec.partition("=")
-        name, target = (name, target) if sep else (Path(spec.split(":")[0]).stem or spec, spec)
-        if name in models:
+        name, target = (name, target) if sep else (Path(spec.split(":")[0]).name, spec)
+        if name in targets:
             raise SystemExit(f"error: two models are named {name!r}; name them with NAME=SPEC.")
-        models[name] = load_model(
-            target, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
-        )
+        targets[name] = target
+    hf_kwargs = {"dtype": args.dtype, "device": args.device, "trust_remote_code": args.trust_remote_code}
+    # A generator, so that each model is loaded only when its turn comes and freed before the next one.
+    models = ((name, load_model(target, **hf_kwargs)) for name, target in targets.items())
     summaries = run_evaluation(
         models,
         tasks,

@@ -13,7 +13,7 @@ Running again with the same output directory skips the samples already in `resul
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +200,7 @@ def run_task(
 
 
 def run_evaluation(
-    models: Mapping[str, Any],
+    models: Mapping[str, Any] | Iterable[tuple[str, Any]],
     tasks: Sequence[Task],
     output_dir: str | Path,
     **kwargs: Any,
@@ -210,7 +210,8 @@ def run_evaluation(
     than one model, `comparison.png` in `output_dir`.
 
     Args:
-        models (`Mapping[str, Any]`): Name to model (anything [`run_task`] accepts).
+        models (`Mapping[str, Any] | Iterable[tuple[str, Any]]`): Name to model (anything [`run_task`] accepts), or
+            `(name, model)` pairs; a generator of pairs loads each model only when its turn comes.
         tasks (`Sequence[Task]`): The tasks.
         output_dir (`str | Path`): The root output directory.
         kwargs: Passed to [`run_task`] (`batch_size`, `limit`, ...).
@@ -220,9 +221,15 @@ def run_evaluation(
     """
     from .report import write_report
 
+    if not tasks:
+        raise ValueError("run_evaluation needs at least one task.")
     summaries: dict[str, dict[str, dict[str, Any]]] = {task.name: {} for task in tasks}
-    for name, model in models.items():
+    pairs = models.items() if isinstance(models, Mapping) else models
+    for name, model in pairs:
+        if name in summaries[tasks[0].name]:
+            raise ValueError(f"Two models are named {name!r}; give each model its own name.")
         for task in tasks:
             summaries[task.name][name] = run_task(model, task, output_dir, model_name=name, **kwargs)
+        del model  # drop our reference before a generator loads the next model
     write_report(summaries, tasks, output_dir)
     return summaries
