@@ -13,6 +13,8 @@ from conftest import (
 from PIL import Image
 
 from transformers_lavin.evaluation import (
+    CaptioningTask,
+    LlavaBenchTask,
     PopeTask,
     ScienceQATask,
     VQATask,
@@ -107,21 +109,28 @@ def test_vqa_end_to_end(vqa_dir, tmp_path):
     assert model.prompts[0] == "What animal?\nAnswer the question using a single word or phrase."
 
 
-def test_unreadable_image_is_recorded_and_counted_wrong(scienceqa_dir, tmp_path):
-    (scienceqa_dir / "images" / "test" / "p4" / "image.png").write_bytes(b"not a png")
-    model = ScriptedModel(scienceqa_reply)
-    summary = run_task(model, ScienceQATask(scienceqa_dir), tmp_path, batch_size=8, progress=False)
-    assert summary["n_errors"] == 1 and summary["error_ids"] == ["p4"]
-    assert summary["Avg"] == pytest.approx(100 * 2 / 6)  # p4 was right; now it is wrong
-    record = next(r for r in read_results(tmp_path / "model" / "scienceqa" / "results.jsonl") if r["id"] == "p4")
+def test_unreadable_image_is_recorded_and_counted_wrong(pope_dir, tmp_path):
+    (pope_dir / "images" / "img1.jpg").write_bytes(b"not a jpeg")  # question 1 of both splits, both answered right
+    model = ScriptedModel(pope_reply)
+    summary = run_task(model, PopeTask(pope_dir), tmp_path, batch_size=4, progress=False)
+    assert summary["n_errors"] == 2 and summary["error_ids"] == ["random/1", "adversarial/1"]
+    assert summary["all/accuracy"] == pytest.approx(100 * 3 / 9)  # 5 of 9 right before, minus the two
+    record = read_results(tmp_path / "model" / "pope" / "results.jsonl")[0]
     assert "cannot read image" in record["error"] and record["output"] == "" and record["correct"] is False
-    assert len(model.prompts) == 5  # the other samples of the batch still ran
+    assert len(model.prompts) == 7  # the other samples of the batches still ran
 
-    # Fixed image + retry_errors: only p4 runs again, and the score recovers.
-    Image.new("RGB", (8, 8)).save(scienceqa_dir / "images" / "test" / "p4" / "image.png")
-    retry = ScriptedModel(scienceqa_reply)
-    summary = run_task(retry, ScienceQATask(scienceqa_dir), tmp_path, retry_errors=True, progress=False)
-    assert len(retry.prompts) == 1 and summary["Avg"] == 50.0 and summary["n_errors"] == 0
+    # Fixed image + retry_errors: only the two failed samples run again, and the score recovers.
+    Image.new("RGB", (8, 8)).save(pope_dir / "images" / "img1.jpg")
+    retry = ScriptedModel(pope_reply)
+    summary = run_task(retry, PopeTask(pope_dir), tmp_path, retry_errors=True, progress=False)
+    assert len(retry.prompts) == 2 and summary["n_errors"] == 0
+    assert summary["all/accuracy"] == pytest.approx(100 * 5 / 9)
+
+
+def test_unreadable_scienceqa_image_is_a_clear_load_error(scienceqa_dir):
+    (scienceqa_dir / "images" / "test" / "p4" / "image.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="problem 'p4' .* cannot be read as an image"):
+        ScienceQATask(scienceqa_dir).load()
 
 
 def test_model_errors_are_recorded_not_fatal(scienceqa_dir, tmp_path):
@@ -134,13 +143,13 @@ def test_model_errors_are_recorded_not_fatal(scienceqa_dir, tmp_path):
     assert "one string per prompt" in record["error"]
 
 
-def test_missing_fields_give_clear_errors(scienceqa_dir, pope_dir, vqa_dir, tmp_path):
+def test_missing_fields_give_clear_errors(scienceqa_dir, pope_dir, vqa_dir, caption_file, bench_dir, tmp_path):
     problems = json.loads((scienceqa_dir / "problems.json").read_text())
     del problems["p2"]["choices"]
     (scienceqa_dir / "problems.json").write_text(json.dumps(problems))
-    with pytest.raises(ValueError, match=r"Problem 'p2' of problems.json lacks the field\(s\) \['choices'\]"):
+    with pytest.raises(ValueError, match=r"problem 'p2' lacks the field\(s\) \['choices'\]"):
         ScienceQATask(scienceqa_dir).load()
-    with pytest.raises(ValueError, match="Split 'val' is not in pid_splits.json"):
+    with pytest.raises(ValueError, match="Split 'val' not found"):
         ScienceQATask(scienceqa_dir, split="val").load()
 
     (pope_dir / "coco_pope_random.json").write_text('{"question_id": 1, "image": "a.jpg", "text": "Cat?"}\n')
@@ -152,8 +161,18 @@ def test_missing_fields_give_clear_errors(scienceqa_dir, pope_dir, vqa_dir, tmp_
     (vqa_dir / "v2_mscoco_val2014_annotations.json").write_text('{"annotations": [{"question_id": 1}]}')
     with pytest.raises(ValueError, match=r"lacks the field\(s\) \['answers'\]"):
         VQATask(vqa_dir).load()
-    with pytest.raises(FileNotFoundError, match="ScienceQA problems.json not found"):
+    with pytest.raises(FileNotFoundError, match="ScienceQA problems file not found"):
         ScienceQATask(tmp_path / "nowhere").load()
+
+    (caption_file.parent / "bad.json").write_text('{"images": [{"id": 1}], "annotations": []}')
+    with pytest.raises(ValueError, match=r"images\[0\] of .*bad.json lacks the field\(s\) \['file_name'\]"):
+        CaptioningTask(caption_file.parent / "bad.json").load()
+    (bench_dir / "questions.jsonl").write_text('{"question_id": 0, "image": "001.jpg", "text": "Q?"}\n')
+    with pytest.raises(ValueError, match=r"Record 1 of questions.jsonl lacks the field\(s\) \['category'\]"):
+        LlavaBenchTask(bench_dir).load()
+    (bench_dir / "questions.jsonl").write_text("{not json\n")
+    with pytest.raises(ValueError, match="line 1, is not valid JSON"):
+        LlavaBenchTask(bench_dir).load()
 
 
 def test_comparison_report(scienceqa_dir, pope_dir, tmp_path):

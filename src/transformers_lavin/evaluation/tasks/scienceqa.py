@@ -12,11 +12,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...data.prompts import DEFAULT_PROMPT_FORMAT, build_prompt
-from ..metrics.scienceqa import SCIENCEQA_COLUMNS, extract_answer, problem_columns, scienceqa_scores
-from .base import Sample, Task, read_json, require_fields
+import datasets
 
-_PROBLEM_FIELDS = ("question", "choices", "answer", "hint", "image", "subject", "grade")
+from ...data.prompts import DEFAULT_PROMPT_FORMAT
+from ...data.scienceqa import load_scienceqa
+from ..metrics.scienceqa import OPTION_LETTERS, SCIENCEQA_COLUMNS, extract_answer, problem_columns, scienceqa_scores
+from .base import Sample, Task
 
 
 class ScienceQATask(Task):
@@ -24,14 +25,17 @@ class ScienceQATask(Task):
     ScienceQA: generate, read the letter from `The answer is X.` (with the fallback of
     [`~metrics.scienceqa.extract_answer`]), and report accuracy by subject, context, grade and on average.
 
+    Problems, prompts and image paths come from [`~transformers_lavin.data.scienceqa.load_scienceqa`], the reader used
+    for training, so evaluation sees exactly the training prompts. That reader checks every image when loading: an
+    unreadable ScienceQA image is an error at load time that names the problem.
+
     Args:
         data_dir (`str | Path`): The directory with `problems.json`, `pid_splits.json` and `images/`.
         split (`str`, *optional*, defaults to `"test"`): The split of `pid_splits.json` to evaluate.
         prompt_format (`str`, *optional*, defaults to `"QCM-ALE"`): LaVIN's prompt format (only its input part
             matters here).
-        use_caption (`bool`, *optional*, defaults to `False`): Whether to add image captions to the context; they come
-            from `caption_file`.
-        caption_file (`str | Path`, *optional*): A JSON file `{"captions": {qid: caption}}` (as in the reference).
+        use_caption (`bool`, *optional*, defaults to `False`): Whether to add image captions to the context.
+        captions_file (`str | Path`, *optional*): `{"captions": {qid: caption}}`; defaults to `data_dir/captions.json`.
         instruction (`str`, *optional*, defaults to `""`): Text appended to every prompt after a newline, e.g. to
             ask a model not trained on LaVIN's format to answer with `The answer is X.`.
         max_new_tokens (`int`, *optional*, defaults to 64): The reference's generation length.
@@ -46,7 +50,7 @@ class ScienceQATask(Task):
         split: str = "test",
         prompt_format: str = DEFAULT_PROMPT_FORMAT,
         use_caption: bool = False,
-        caption_file: str | Path | None = None,
+        captions_file: str | Path | None = None,
         instruction: str = "",
         max_new_tokens: int = 64,
     ) -> None:
@@ -54,7 +58,7 @@ class ScienceQATask(Task):
         self.split = split
         self.prompt_format = prompt_format
         self.use_caption = use_caption
-        self.caption_file = caption_file
+        self.captions_file = captions_file
         self.instruction = instruction
         self.max_new_tokens = max_new_tokens
 
@@ -68,37 +72,23 @@ class ScienceQATask(Task):
         }
 
     def load(self) -> list[Sample]:
-        problems = read_json(self.data_dir / "problems.json", "ScienceQA problems.json")
-        splits = read_json(self.data_dir / "pid_splits.json", "ScienceQA pid_splits.json")
-        if self.split not in splits:
-            raise ValueError(f"Split {self.split!r} is not in pid_splits.json; it has {sorted(splits)}.")
-        captions = {}
-        if self.use_caption:
-            if self.caption_file is None:
-                raise ValueError("use_caption=True needs a caption_file (JSON with a 'captions' mapping).")
-            captions = read_json(self.caption_file, "ScienceQA caption file").get("captions", {})
+        dataset = load_scienceqa(self.data_dir, self.split, self.prompt_format, self.use_caption, self.captions_file)
+        # Paths, not decoded pixels: the runner opens images batch by batch.
+        dataset = dataset.cast_column("images", datasets.List(datasets.Image(decode=False)))
         samples = []
-        for qid in splits[self.split]:
-            qid = str(qid)
-            if qid not in problems:
-                raise ValueError(
-                    f"pid_splits.json lists problem {qid!r} under {self.split!r}, but problems.json lacks it."
-                )
-            problem = dict(problems[qid], caption=captions.get(qid, ""))
-            require_fields(problem, _PROBLEM_FIELDS, f"Problem {qid!r} of problems.json")
-            prompt, _ = build_prompt(problem, self.prompt_format, self.use_caption)
+        for row in dataset:
+            # The user turn holds the prompt text after the (optional) image placeholder.
+            prompt = next(part["text"] for part in row["prompt"][0]["content"] if part["type"] == "text")
             if self.instruction:
                 prompt = f"{prompt}\n{self.instruction}"
-            image = problem["image"]
-            images = [str(self.data_dir / "images" / self.split / qid / image)] if image else []
-            columns = problem_columns(problem["subject"], problem["grade"], bool(problem["hint"]), bool(image))
+            columns = problem_columns(row["subject"], row["grade"], row["has_text"], row["has_image"])
             samples.append(
                 Sample(
-                    id=qid,
+                    id=row["id"],
                     prompt=prompt,
-                    images=images,
-                    target=problem["answer"],
-                    meta={"choices": list(problem["choices"]), "columns": columns},
+                    images=[image["path"] for image in row["images"]],
+                    target=OPTION_LETTERS.index(row["answer"]),
+                    meta={"choices": row["choices"], "columns": columns},
                 )
             )
         return samples
