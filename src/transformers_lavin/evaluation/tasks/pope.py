@@ -18,7 +18,6 @@ from ..metrics.binary import binary_scores, parse_yes_no
 from .base import Sample, Task, read_jsonl, require_fields
 
 POPE_SPLITS = ("random", "popular", "adversarial")
-_METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
 
 
 class PopeTask(Task):
@@ -46,11 +45,8 @@ class PopeTask(Task):
         max_new_tokens: int = 16,
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.image_dir = (
-            Path(image_dir)
-            if image_dir
-            else (self.data_dir.parent if self.data_dir.is_file() else self.data_dir) / "images"
-        )
+        data_root = self.data_dir.parent if self.data_dir.is_file() else self.data_dir
+        self.image_dir = Path(image_dir) if image_dir else data_root / "images"
         self.splits = [splits] if isinstance(splits, str) else list(splits)
         self.instruction = instruction
         self.max_new_tokens = max_new_tokens
