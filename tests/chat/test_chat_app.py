@@ -49,6 +49,17 @@ def test_load_failure_is_shown_in_the_page(tmp_path):
     assert f"Could not load the model from '{missing}'" in status
 
 
+def test_command_line_reports_a_bad_model_and_still_serves(monkeypatch, tmp_path, caplog):
+    served = []
+    monkeypatch.setattr(chat_app, "launch", lambda demo, host, port: served.append((demo, host, port)))
+    missing = tmp_path / "no-such-model"
+    chat_app.main(["--model", str(missing), "--port", "7999"])
+    assert f"Could not load the model from '{missing}': no such directory" in caplog.text  # said on the console
+    demo, host, port = served[0]
+    assert (host, port) == ("127.0.0.1", 7999)
+    assert "no such directory" in component(demo, "lavin-status").value  # and in the page
+
+
 def test_a_demo_needs_a_model_or_a_reason():
     with pytest.raises(ValueError, match="load_error"):
         chat_app.build_demo(None, None)

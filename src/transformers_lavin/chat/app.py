@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -41,7 +42,7 @@ class ChatSession:
 
     Attributes:
         history (`list[dict[str, str]]`): the text turns the model sees, `{"role": ..., "content": str}`.
-        display (`list[dict]`): the messages the chatbot shows (text, and each uploaded image where it was sent).
+        display (`list[dict]`): the messages the chatbot shows (text, and the name of each upload where it was sent).
         image (`PIL.Image.Image`, *optional*): the conversation's image; LaVIN reads one, so a new upload
             replaces it.
         image_path (`str`, *optional*): where Gradio stored that upload, for the preview.
@@ -148,7 +149,8 @@ def build_demo(
                 if chat.image is not None:
                     note = "This image replaces the earlier one (LaVIN reads one image per conversation). "
                 chat.image, chat.image_path = new_image, files[-1]
-                chat.display.append({"role": "user", "content": {"path": files[-1]}})
+                # Named, not shown: Gradio gives images in the chat a "share" button that uploads them to the Hub.
+                chat.display.append({"role": "user", "content": f"*(image: {Path(files[-1]).name})*"})
             if not text:
                 yield {
                     textbox: cleared_input,
