@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from peft.tuners.tuners_utils import BaseTuner
+from peft.tuners.tuners_utils import BaseTuner, _filter_state_dict_by_key_prefixes, _get_tuner_state_dict_key_prefixes
 from torch import nn
 
 from .config import MMAConfig
@@ -102,6 +102,18 @@ class MMAModel(BaseTuner):
         self._modality_embedding_name = next(
             (n for n in names if n == "modality_embedding" or n.endswith(".modality_embedding")), None
         )
+        decoder_children = {
+            name.rsplit(".", 1)[-1]
+            for name in names
+            if _is_under(name, self._decoder_name) and name != self._decoder_name
+        }
+        missing = [target for target in config.llm_target_names if target not in decoder_children]
+        if missing:
+            raise ValueError(
+                f"MMA target_modules {missing} match no module in the LLM ({type(decoder).__name__}). Its layers "
+                f"have modules such as {sorted(decoder_children & {'self_attn', 'mlp', 'attention', 'attn'})}; set "
+                "target_modules to the name of each decoder layer's attention module."
+            )
         if config.modules_to_save:
             present = [m for m in config.modules_to_save if any(n == m or n.endswith("." + m) for n in names)]
             dropped = sorted(set(config.modules_to_save) - set(present))
@@ -178,6 +190,24 @@ class MMAModel(BaseTuner):
     def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
         # MMALayer keeps its adapters in fp32 itself; nothing to cast.
         pass
+
+    @classmethod
+    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
+        remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
+        # PEFT only warns about adapter tensors that fit nowhere; for MMA that means the adapter belongs to
+        # another architecture, and a silently half-loaded adapter is worse than an error.
+        prefixes = _get_tuner_state_dict_key_prefixes(model, adapter_name=adapter_name)
+        expected = set(_filter_state_dict_by_key_prefixes(model.state_dict(), prefixes))
+        given = {key for key in remapped if ".mma_" in key or key.startswith("mma_")}
+        unexpected, missing = sorted(given - expected), sorted(expected - given)
+        if unexpected or missing:
+            raise ValueError(
+                f"This MMA adapter does not fit the base model ({type(model.base_model.model).__name__}): "
+                f"{len(unexpected)} adapter tensors have no place in it (e.g. {unexpected[:2]}) and {len(missing)} "
+                f"of its adapter slots get nothing (e.g. {missing[:2]}). Load the adapter onto the base model it was "
+                "trained for (see base_model_name_or_path in adapter_config.json)."
+            )
+        return remapped
 
     # --------------------------------------------------------------------------------------------------- routing
     def modality_embeddings(self) -> torch.Tensor:
