@@ -85,7 +85,7 @@ def push_phase(out: Path) -> dict:
             if parameter.requires_grad:  # zero-initialised up-projections would make the adapter a no-op
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
     adapter_commit = push_adapter_to_hub(
-        peft_model, ADAPTER_REPO, scienceqa_scores=SCIENCEQA_SCORES, max_new_tokens=SNIPPET_TOKENS
+        peft_model, ADAPTER_REPO, processor=processor, scienceqa_scores=SCIENCEQA_SCORES, max_new_tokens=SNIPPET_TOKENS
     )
 
     fresh = out / "fresh"

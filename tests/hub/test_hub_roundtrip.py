@@ -165,6 +165,9 @@ def test_adapter_card_metadata(roundtrip):
         (SCIENCEQA_DATASET_ID, "test", "accuracy")
     }
     assert "automatically generated" not in card.text  # transformers' placeholder card was replaced
+    # The processor was pushed with the adapter, so the snippet loads it from there.
+    assert f'AutoProcessor.from_pretrained("{ADAPTER_REPO}")' in card.text
+    assert {"processor_config.json", "tokenizer.json"} <= set(hub.files(ADAPTER_REPO))
     # The settings table reports the adapter's trainable parameters, counted here on a fresh tiny model.
     trainable, _ = get_peft_model(build_tiny_lavin(seed=0)[0], MMAConfig()).get_nb_trainable_parameters()
     assert f"| trainable parameters | {trainable:,} |" in card.text
@@ -190,6 +193,7 @@ def test_namespace_comes_from_the_token_owner_and_every_endpoint_was_known(round
     assert [c.summary for c in hub.repos[ADAPTER_REPO].commits] == [
         "initial commit",
         "Upload MMA adapter",
+        "Upload processor",
         "Add model card",
     ]
     assert hub.unhandled == []
