@@ -88,6 +88,7 @@ class MMAModel(BaseTuner):
 
     def __init__(self, model, config, adapter_name, low_cpu_mem_usage: bool = False, state_dict=None):
         self._routing_hook = None
+        self._llm_layers: list[MMALayer] = []
         super().__init__(model, config, adapter_name, low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict)
 
     # ------------------------------------------------------------------------------------------------- injection
@@ -168,6 +169,8 @@ class MMAModel(BaseTuner):
 
     def _post_injection_hook(self, model: nn.Module, config: MMAConfig, adapter_name: str) -> None:
         layers = {name: module for name, module in model.named_modules() if isinstance(module, MMALayer)}
+        # Kept so the per-forward routing hook need not walk the whole model.
+        self._llm_layers = [module for module in layers.values() if module.routing_key is not None]
         for name, module in layers.items():
             parent, _, leaf = name.rpartition(".")
             if leaf == "mlp" and module.routing_key is not None:
@@ -258,10 +261,7 @@ class MMAModel(BaseTuner):
         return args, kwargs
 
     def _has_active_llm_adapters(self) -> bool:
-        return any(
-            isinstance(m, MMALayer) and m.routing_key is not None and not m.disable_adapters
-            for m in self.model.modules()
-        )
+        return any(not layer.disable_adapters for layer in self._llm_layers)
 
     # ----------------------------------------------------------------------------------------------------- merge
     def merge_and_unload(

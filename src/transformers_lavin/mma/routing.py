@@ -57,7 +57,9 @@ def run_routing_pass(decoder: torch.nn.Module, modality_embeddings: torch.Tensor
 
 def rows_from_table(table: dict[str, torch.Tensor], modality_ids: torch.LongTensor) -> dict[str, torch.Tensor]:
     """Per-row routing weights: for each adapter, `table[key][modality_ids]`, shape (batch, 2)."""
-    return {key: weights[modality_ids] for key, weights in table.items()}
+    # One gather for all adapters instead of one per adapter: this runs at every decoding step.
+    rows = torch.stack(list(table.values()))[:, modality_ids]
+    return dict(zip(table.keys(), rows.unbind(0), strict=True))
 
 
 def cached_table(cache) -> dict[str, torch.Tensor] | None:
