@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import threading
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -89,6 +90,7 @@ class FakeHub:
         self.unhandled: list[tuple[str, str]] = []
         self.validated_cards: list[str] = []
         self._lock = threading.Lock()
+        self._salt = uuid.uuid4().hex  # commit ids differ between servers, like real ones (no stale cache hits)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -158,7 +160,7 @@ class FakeHub:
 
     def _new_commit(self, repo: FakeRepo, summary: str, files: dict[str, StoredFile]) -> Commit:
         parent = repo.commits[-1].oid if repo.commits else ""
-        digest = hashlib.sha1(f"{parent}\n{summary}\n{len(repo.commits)}".encode())
+        digest = hashlib.sha1(f"{self._salt}\n{parent}\n{summary}\n{len(repo.commits)}".encode())
         for path in sorted(files):
             digest.update(f"{path}:{files[path].etag}".encode())
         commit = Commit(oid=digest.hexdigest(), summary=summary, files=files)

@@ -43,13 +43,17 @@ def roundtrip(tmp_path_factory):
             **os.environ,
             "HF_ENDPOINT": hub.url,
             "HF_TOKEN": hub.token,
-            "HF_HOME": str(out / "hf_home"),  # fresh caches (hub downloads and remote code modules)
+            # Fresh caches for hub downloads and remote code modules, whatever the outer environment says.
+            "HF_HOME": str(out / "hf_home"),
+            "HF_HUB_CACHE": str(out / "hf_home" / "hub"),
+            "HF_MODULES_CACHE": str(out / "hf_home" / "modules"),
             "HF_HUB_DISABLE_XET": "1",
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_DISABLE_PROGRESS_BARS": "1",
             "TOKENIZERS_PARALLELISM": "false",
         }
-        env.pop("HF_HUB_OFFLINE", None)
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TRANSFORMERS_CACHE", "HUGGINGFACE_HUB_CACHE"):
+            env.pop(name, None)
         # Both phases start together: "remote-code" imports its libraries while "push" works, then waits for the base.
         runs = {
             phase: subprocess.Popen(
