@@ -17,6 +17,7 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.initialization import normal_, xavier_uniform_, zeros_
 from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_utils import slice_logits_to_keep
 
 from .configuration_lavin import LavinConfig
 
@@ -275,12 +276,7 @@ class LavinForConditionalGeneration(LavinPreTrainedModel, GenerationMixin):
             modality_ids=modality_ids,
             **kwargs,
         )
-        hidden_states = outputs.last_hidden_state
-        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
-            hidden_states = hidden_states[:, -logits_to_keep:]
-        elif isinstance(logits_to_keep, torch.Tensor):
-            hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.lm_head(hidden_states)
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
             if input_ids is not None:  # visual tokens are inputs, never targets (and lie outside the vocabulary)
