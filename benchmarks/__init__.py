@@ -1,0 +1,4 @@
+"""Benchmarks: LaVIN with MMA against LLaVA-1.5 with LoRA, and against the base model, on the same backbones.
+
+Run `python -m benchmarks.run_all --help` from the repository root; see `benchmarks/README.md`.
+"""

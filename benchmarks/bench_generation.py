@@ -1,0 +1,152 @@
+"""Inference cost: time to first token with an image and decode speed, for LaVIN+MMA, LLaVA and the base LaVIN.
+
+All four models are built in one process and generate from identical image prompts, interleaved:
+- `llava`: LLaVA-1.5 as served (LoRA merged, so no adapter cost), 256 image tokens;
+- `lavin`: the base LaVIN without adapters, 6 image tokens;
+- `mma`: LaVIN with MMA unmerged (the PEFT model as trained);
+- `mma_merged`: MMA merged for image prompts (`merge_and_unload(modality="image")`).
+
+The time of each step is read inside `generate` by a logits processor, which runs right after each forward: the first
+stamp gives the time to first token (vision tower + prefill), the spacing of the others the decode rate.
+
+    python -m benchmarks.bench_generation --shape cpu
+    python -m benchmarks.bench_generation --shape 7b --device cuda --dtype bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from .inputs import build_inputs, family_of
+from .machine import describe_machine
+from .models import PAD_TOKEN_ID, build_model
+from .shapes import get_shape
+from .timing import Metrics, interleave, paired_ratio, summary, synchronizer
+
+GENERATION_KINDS = ("llava", "lavin", "mma", "mma_merged")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class StepClock(LogitsProcessor):
+    """Records the time at which each generation step's logits are ready; changes nothing."""
+
+    def __init__(self, synchronize: Callable[[], None]):
+        self.synchronize = synchronize
+        self.stamps: list[float] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.synchronize()
+        self.stamps.append(time.perf_counter())
+        return scores
+
+
+def generation_task(
+    model: torch.nn.Module, inputs: dict, new_tokens: int, synchronize: Callable[[], None]
+) -> Callable[[], Metrics]:
+    """A task that greedily generates exactly `new_tokens` tokens and returns TTFT and decode tokens/s."""
+    if new_tokens < 2:
+        raise ValueError("new_tokens must be at least 2 to measure a decode rate.")
+
+    def task() -> Metrics:
+        clock = StepClock(synchronize)
+        synchronize()
+        start = time.perf_counter()
+        model.generate(
+            **inputs,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            logits_processor=LogitsProcessorList([clock]),
+            pad_token_id=PAD_TOKEN_ID,
+        )
+        first, last = clock.stamps[0], clock.stamps[-1]
+        return {
+            "ttft_seconds": first - start,
+            "decode_tokens_per_second": (len(clock.stamps) - 1) / (last - first),
+        }
+
+    return task
+
+
+def generation_speed(
+    shape: str = "cpu",
+    overrides: dict | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    repeats: int = 5,
+    warmup: int = 1,
+    kinds: tuple[str, ...] = GENERATION_KINDS,
+    threads: int | None = None,
+) -> dict:
+    """TTFT and decode tokens/s of each kind, interleaved, with the MMA-vs-LLaVA and MMA-vs-base ratios."""
+    if threads:
+        torch.set_num_threads(threads)
+    bench_shape = get_shape(shape, **(overrides or {}))
+    synchronize = synchronizer(device)
+    tasks, lengths = {}, {}
+    for kind in kinds:
+        model = build_model(kind, bench_shape, device=device, dtype=DTYPES[dtype]).eval()
+        inputs = build_inputs(
+            family_of(kind),
+            bench_shape,
+            batch_size=1,
+            text_len=bench_shape.prompt_len,
+            device=device,
+            dtype=DTYPES[dtype],
+        )
+        lengths[kind] = inputs["input_ids"].shape[1]
+        tasks[kind] = generation_task(model, inputs, bench_shape.new_tokens, synchronize)
+    with torch.inference_mode():
+        results = interleave(tasks, repeats=repeats, warmup=warmup)
+    report = {
+        "prompt_length": lengths,
+        "new_tokens": bench_shape.new_tokens,
+        "ttft_seconds": summary(results, "ttft_seconds"),
+        "decode_tokens_per_second": summary(results, "decode_tokens_per_second"),
+        "ratios": {},
+        "runs": results,
+    }
+    pairs = [("mma", "llava"), ("mma_merged", "llava"), ("mma", "lavin"), ("mma_merged", "lavin")]
+    for numerator, denominator in pairs:
+        if numerator in tasks and denominator in tasks:
+            report["ratios"][f"{numerator}_over_{denominator}"] = {
+                metric: paired_ratio(results, metric, numerator, denominator)
+                for metric in ("ttft_seconds", "decode_tokens_per_second")
+            }
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--shape", default="cpu", help="toy, cpu or 7b (see benchmarks/shapes.py).")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda.")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="Weights dtype.")
+    parser.add_argument("--prompt_len", type=int, default=None, help="Override the prompt's text tokens.")
+    parser.add_argument("--new_tokens", type=int, default=None, help="Override the tokens generated per call.")
+    parser.add_argument("--repeats", type=int, default=5, help="Timed repeats per model.")
+    parser.add_argument("--warmup", type=int, default=1, help="Untimed warm-up repeats per model.")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU (0: torch's default).")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict:
+    overrides = {"prompt_len": args.prompt_len, "new_tokens": args.new_tokens}
+    settings = {"shape": args.shape, "overrides": overrides, "device": args.device, "dtype": args.dtype}
+    result = generation_speed(**settings, repeats=args.repeats, warmup=args.warmup, threads=args.threads)
+    return {"settings": settings | {"repeats": args.repeats, "warmup": args.warmup}, **result}
+
+
+def main() -> None:
+    args = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0])).parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(json.dumps({"machine": describe_machine(args.device), "generation": run(args)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
