@@ -1,14 +1,13 @@
 """Multiple-choice accuracy by answer likelihood, for ScienceQA-style datasets.
 
 A tiny or briefly trained model rarely writes a well-formed answer, so instead of generating and parsing we read the
-model's preference directly: after the prompt and `"The answer is "` (how LaVIN's answers start), the option letter
-with the highest next-token logit among the problem's choices is the model's answer. This is the likelihood of the
-sentence `The answer is X` for each letter X, up to the shared prefix.
+model's preference directly, as language-model benchmarks do: after the prompt and `"The answer is "`, the option
+whose text the model finds most likely is its answer. Only the problem's own options compete, so chance is
+1 / number of options.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,69 +71,6 @@ def _prompt_text(prompt: Any) -> str:
 
 
 @torch.no_grad()
-def score_multiple_choice(
-    model: torch.nn.Module,
-    processor: Any,
-    dataset: datasets.Dataset,
-    batch_size: int = 32,
-    answer_prefix: str = ANSWER_PREFIX,
-) -> MultipleChoiceResult:
-    """
-    Answers every question of `dataset` by the most likely option letter after `prompt + answer_prefix`.
-
-    Args:
-        model: A LaVIN (or a `PeftModel` around one); put in eval mode for the call and restored afterwards.
-        processor: Its [`LavinProcessor`].
-        dataset: Rows with `prompt` (text or conversational), `images` (list, empty for text-only), `choices` and
-            `answer` (the correct letter), as [`transformers_lavin.data.load_scienceqa`] returns them, in a format
-            whose answer starts with `"The answer is "` (`*-A`, `*-AL`, `*-AE`, `*-ALE`, `*-AEL`).
-        batch_size: Questions per forward pass.
-        answer_prefix: Text the answer starts with, before the letter.
-
-    Returns:
-        [`MultipleChoiceResult`]
-    """
-    _check_columns(dataset)
-    tokenizer = processor.tokenizer
-    letter_ids = []
-    for letter in OPTION_LETTERS:
-        ids = tokenizer.encode(answer_prefix + letter, add_special_tokens=False)
-        prefix_ids = tokenizer.encode(answer_prefix, add_special_tokens=False)
-        if ids[: len(prefix_ids)] != prefix_ids or len(ids) != len(prefix_ids) + 1:
-            raise ValueError(
-                f"The tokenizer does not write {answer_prefix + letter!r} as the prefix's tokens plus one letter "
-                "token, so letters cannot be scored by one next-token logit."
-            )
-        letter_ids.append(ids[-1])
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    result = MultipleChoiceResult()
-    try:
-        for start in range(0, len(dataset), batch_size):
-            rows = dataset.select(range(start, min(start + batch_size, len(dataset))))
-            texts = [tokenizer.bos_token + _prompt_text(row["prompt"]) + answer_prefix for row in rows]
-            images: Sequence[list] = [list(row["images"]) for row in rows]
-            inputs = processor(images=images, text=texts, padding=True, padding_side="right", return_tensors="pt").to(
-                device
-            )
-            logits = model(**inputs).logits
-            last = inputs["attention_mask"].sum(dim=1) - 1
-            letter_logits = logits[torch.arange(len(texts), device=device), last][:, letter_ids].float().cpu()
-            for row, row_logits in zip(rows, letter_logits, strict=True):
-                num_choices = min(len(row["choices"]), len(OPTION_LETTERS))
-                prediction = OPTION_LETTERS[int(row_logits[:num_choices].argmax())]
-                result.predictions.append(prediction)
-                result.correct.append(prediction == row["answer"])
-                result.has_image.append(len(row["images"]) > 0)
-                result.num_choices.append(num_choices)
-                result.choice_scores.append(row_logits[:num_choices].tolist())
-    finally:
-        model.train(was_training)
-    return result
-
-
-@torch.no_grad()
 def score_choice_texts(
     model: torch.nn.Module,
     processor: Any,
@@ -148,7 +84,14 @@ def score_choice_texts(
     summed log-probability of the tokens of `choice + suffix`, as language-model benchmarks score options. For models
     trained to write the answer's text (`The answer is circle.`) rather than its letter.
 
-    Args: as [`score_multiple_choice`]; `suffix` is scored after each choice's text.
+    Args:
+        model: A LaVIN (or a `PeftModel` around one); put in eval mode for the call and restored afterwards.
+        processor: Its [`LavinProcessor`].
+        dataset: Rows with `prompt` (text or conversational), `images` (list, empty for text-only), `choices` and
+            `answer` (the correct letter), as [`transformers_lavin.data.load_scienceqa`] returns them.
+        batch_size: Sequences (question-option pairs) per forward pass.
+        answer_prefix: Text between the prompt and the option.
+        suffix: Text scored after each option's text.
 
     Returns:
         [`MultipleChoiceResult`], with `choice_scores` holding each choice's summed log-probability.
@@ -213,4 +156,4 @@ def _check_columns(dataset: datasets.Dataset) -> None:
         )
 
 
-__all__ = ["ANSWER_PREFIX", "MultipleChoiceResult", "score_choice_texts", "score_multiple_choice"]
+__all__ = ["ANSWER_PREFIX", "MultipleChoiceResult", "score_choice_texts"]
