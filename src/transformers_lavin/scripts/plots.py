@@ -70,7 +70,7 @@ def plot_routing_weights(table: torch.Tensor, path: str | Path) -> Path:
     axes.set_xlabel("LLM layer")
     axes.set_ylabel("weight of adapter path 1")
     axes.set_ylim(0, 1)
-    axes.set_title("MMA routing weights per layer (path 0 gets 1 - weight)")
+    axes.set_title("MMA routing per LLM layer (path 0 gets the rest)", fontsize=10)
     axes.legend(fontsize=8, loc="upper right")
     path = Path(path)
     figure.savefig(path)

@@ -1,0 +1,42 @@
+"""The README's demo command in its reduced (`--quick`) size."""
+
+import json
+
+import pytest
+
+from transformers_lavin.scripts.demo import main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MARGIN = 0.25
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("demo")
+    main(["--quick", "--output_dir", str(output_dir)])
+    return output_dir, json.loads((output_dir / "results.json").read_text())
+
+
+def test_demo_trains_reloads_and_writes_its_outputs(demo):
+    output_dir, results = demo
+    assert results["last_logged_loss"] < 0.8 * results["first_logged_loss"], results
+    assert results["reloaded_same_answers"] and results["reloaded_max_score_difference"] < 1e-3
+    for key in ("training_loss_png", "routing_weights_png"):
+        with open(results["paths"][key], "rb") as f:
+            assert f.read(8) == PNG_SIGNATURE
+    assert (output_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert (output_dir / "base_model" / "config.json").is_file()
+    for side in ("before", "after"):
+        assert 0 < results[side]["num_image"] and 0 < results[side]["num_text"]
+        assert 0.25 <= results[side]["image_chance"] <= 0.5
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Not reached yet: with a random frozen tiny LLM, image questions stay at chance after MMA fine-tuning "
+    "(measured: full demo 37.5% vs chance 37.0%). See the issue note.",
+)
+def test_demo_answers_image_questions_far_above_chance(demo):
+    _, results = demo
+    after = results["after"]
+    assert after["image_accuracy"] >= after["image_chance"] + MARGIN, results
