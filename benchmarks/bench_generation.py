@@ -122,6 +122,43 @@ def generation_speed(
     return report
 
 
+def ttft_by_prompt_length(
+    shape: str = "cpu",
+    device: str = "cpu",
+    dtype: str = "float32",
+    prompt_lens: tuple[int, ...] = (16, 64, 256),
+    repeats: int = 3,
+    warmup: int = 1,
+    threads: int | None = None,
+) -> dict:
+    """TTFT ratio MMA / LLaVA for several prompt lengths: the ratio tends to (7 + P) / (257 + P) as P grows."""
+    if threads:
+        torch.set_num_threads(threads)
+    bench_shape = get_shape(shape)
+    synchronize = synchronizer(device)
+    models = {
+        kind: build_model(kind, bench_shape, device=device, dtype=DTYPES[dtype]).eval() for kind in ("mma", "llava")
+    }
+    rows = []
+    for prompt_len in prompt_lens:
+        tasks = {}
+        for kind, model in models.items():
+            inputs = build_inputs(
+                family_of(kind), bench_shape, batch_size=1, text_len=prompt_len, device=device, dtype=DTYPES[dtype]
+            )
+            tasks[kind] = generation_task(model, inputs, 2, synchronize)
+        with torch.inference_mode():
+            results = interleave(tasks, repeats=repeats, warmup=warmup)
+        rows.append(
+            {
+                "prompt_len": prompt_len,
+                "ttft_seconds": summary(results, "ttft_seconds"),
+                "ratio_mma_over_llava": paired_ratio(results, "ttft_seconds", "mma", "llava")["median"],
+            }
+        )
+    return {"rows": rows}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--shape", default="cpu", help="toy, cpu or 7b (see benchmarks/shapes.py).")
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
@@ -130,7 +167,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--new_tokens", type=int, default=None, help="Override the tokens generated per call.")
     parser.add_argument("--repeats", type=int, default=5, help="Timed repeats per model.")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed warm-up repeats per model.")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU (0: torch's default).")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads on CPU (0: torch's default); see README."
+    )
     return parser
 
 
@@ -138,7 +177,8 @@ def run(args: argparse.Namespace) -> dict:
     overrides = {"prompt_len": args.prompt_len, "new_tokens": args.new_tokens}
     settings = {"shape": args.shape, "overrides": overrides, "device": args.device, "dtype": args.dtype}
     result = generation_speed(**settings, repeats=args.repeats, warmup=args.warmup, threads=args.threads)
-    return {"settings": settings | {"repeats": args.repeats, "warmup": args.warmup}, **result}
+    sweep = ttft_by_prompt_length(args.shape, args.device, args.dtype, threads=args.threads)
+    return {"settings": settings | {"repeats": args.repeats, "warmup": args.warmup}, **result, "ttft_sweep": sweep}
 
 
 def main() -> None:

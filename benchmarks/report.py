@@ -192,6 +192,20 @@ def to_markdown(result: dict) -> str:
                 for name, values in generation["ratios"].items()
             ],
         )
+    if generation and generation.get("ttft_sweep"):
+        lines += ["TTFT against prompt length (text tokens after the image):", ""]
+        lines += _table(
+            ["prompt tokens", "MMA TTFT s", "LLaVA TTFT s", "MMA / LLaVA"],
+            [
+                [
+                    row["prompt_len"],
+                    row["ttft_seconds"]["mma"],
+                    row["ttft_seconds"]["llava"],
+                    row["ratio_mma_over_llava"],
+                ]
+                for row in generation["ttft_sweep"]["rows"]
+            ],
+        )
     if result.get("notes"):
         lines += ["## Notes", ""] + [f"- {note}" for note in result["notes"]] + [""]
     return "\n".join(lines)

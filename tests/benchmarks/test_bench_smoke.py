@@ -77,6 +77,10 @@ def test_generation_path_and_report():
     for ratios in generation["ratios"].values():
         assert _positive_finite(ratios["ttft_seconds"]["median"])
         assert _positive_finite(ratios["decode_tokens_per_second"]["median"])
+    sweep = bench_generation.ttft_by_prompt_length("toy", prompt_lens=(4, 8), repeats=1, warmup=0)
+    assert [row["prompt_len"] for row in sweep["rows"]] == [4, 8]
+    assert all(_positive_finite(row["ratio_mma_over_llava"]) for row in sweep["rows"])
+    generation["ttft_sweep"] = sweep
     result = {
         "machine": {"cpu_model": "test"},
         "settings": {"shape": "toy", "device": "cpu", "dtype": "float32", "shape_fields": TOY.to_dict()},
@@ -86,7 +90,8 @@ def test_generation_path_and_report():
     measured = {row["target"]: row for row in result["targets"]}
     assert measured["decode tokens/s, MMA unmerged / base"]["met"] is not None
     assert measured["training step time, MMA / LLaVA+LoRA"]["met"] is None  # not measured in this result
-    assert "## Generation" in to_markdown(result)
+    markdown = to_markdown(result)
+    assert "## Generation" in markdown and "TTFT against prompt length" in markdown
 
 
 def test_child_process_runs_from_the_repository_root_and_reports_failures():

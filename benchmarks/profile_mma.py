@@ -1,0 +1,131 @@
+"""Where MMA's inference time goes, part by part, against the base LaVIN at the same shape.
+
+Times, interleaved with the base model (medians of the repeats):
+- the vision tower with and without the routed vision adapters (`get_image_features`);
+- the routing pass (`MMAModel.routing_table`: the two modality tokens through the decoder), once per prefill;
+- one decode step (a one-token forward on a KV cache) of the base, of MMA unmerged and of MMA merged;
+- the LLM adapters alone in a decode step (`MMALayer.adapt` on one token, every layer);
+and the number of aten operators one decode step runs (torch.profiler), the cost that dominates small steps.
+
+    python -m benchmarks.profile_mma --shape cpu --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from transformers_lavin.mma import MMALayer, MMAModel
+from transformers_lavin.mma.routing import rows_from_table
+
+from .bench_generation import DTYPES
+from .inputs import build_inputs
+from .models import build_model
+from .shapes import get_shape
+from .timing import interleave, summary, synchronizer, timed
+
+
+def _decode_step(model: torch.nn.Module, inputs: dict) -> callable:
+    """A function running one decode step (one new token on the prompt's KV cache), the cache reset each call."""
+    with torch.inference_mode():
+        prefill = model(**inputs, use_cache=True)
+    cache = prefill.past_key_values
+    length = inputs["input_ids"].shape[1]
+    token = prefill.logits[:, -1:].argmax(-1)
+    attention_mask = torch.ones(1, length + 1, dtype=torch.long, device=token.device)
+    position_ids = torch.tensor([[length]], device=token.device)
+    modality_ids = torch.ones(1, dtype=torch.long, device=token.device)
+
+    def step() -> None:
+        with torch.inference_mode():
+            model(
+                input_ids=token,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                modality_ids=modality_ids,
+                use_cache=True,
+            )
+        cache.crop(-1)  # drop the new entry, so every call sees the same cache
+
+    return step
+
+
+def _count_ops(function: callable) -> int:
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        function()
+    return sum(event.count for event in profiler.key_averages() if event.key.startswith("aten::"))
+
+
+def profile_inference(
+    shape: str = "cpu", device: str = "cpu", dtype: str = "float32", repeats: int = 7, warmup: int = 2
+) -> dict:
+    """The part-by-part times (seconds) and decode operator counts described in the module docstring."""
+    bench_shape = get_shape(shape)
+    models = {
+        kind: build_model(kind, bench_shape, device=device, dtype=DTYPES[dtype]).eval()
+        for kind in ("lavin", "mma", "mma_merged")
+    }
+    inputs = build_inputs(
+        "lavin", bench_shape, batch_size=1, text_len=bench_shape.prompt_len, device=device, dtype=DTYPES[dtype]
+    )
+    synchronize = synchronizer(device)
+    tuner = next(module for module in models["mma"].modules() if isinstance(module, MMAModel))
+    with torch.inference_mode():
+        table = tuner.routing_table()
+    routing = rows_from_table(table, torch.ones(1, dtype=torch.long, device=device))
+    adapters = [m for m in models["mma"].modules() if isinstance(m, MMALayer) and m.routing_key is not None]
+    one_token = torch.randn(1, 1, bench_shape.llm_hidden, device=device, dtype=DTYPES[dtype])
+
+    def run_adapters() -> None:
+        with torch.inference_mode():
+            for adapter in adapters:
+                adapter.adapt(one_token, routing)
+
+    def vision(model: torch.nn.Module) -> callable:
+        def run() -> None:
+            with torch.inference_mode():
+                model.get_image_features(inputs["pixel_values"])
+
+        return run
+
+    def routing_pass() -> None:
+        with torch.inference_mode():
+            tuner.routing_table()
+
+    steps = {kind: _decode_step(model, inputs) for kind, model in models.items()}
+    tasks = {
+        "vision_base": timed(vision(models["lavin"]), synchronize),
+        "vision_mma": timed(vision(models["mma"]), synchronize),
+        "routing_pass": timed(routing_pass, synchronize),
+        "llm_adapters_one_token": timed(run_adapters, synchronize),
+        **{f"decode_step_{kind}": timed(step, synchronize) for kind, step in steps.items()},
+    }
+    seconds = summary(interleave(tasks, repeats=repeats, warmup=warmup), "seconds")
+    return {
+        "seconds": seconds,
+        "decode_aten_ops": {kind: _count_ops(step) for kind, step in steps.items()},
+        "llm_adapters": len(adapters),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", default="cpu")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU (0: torch's default).")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = profile_inference(args.shape, args.device, args.dtype, args.repeats, args.warmup)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
