@@ -182,12 +182,20 @@ class MMALayer(nn.Module, BaseTunerLayer):
         scale = self.mma_scale[adapter_name]
         if not self.routed:
             return (xf + scale * self.mma_up_0[adapter_name](h)).to(x.dtype)
-        if self.routing_key is None:
-            weights = self.route(adapter_name, xf)  # per token
+        up_0, up_1 = self.mma_up_0[adapter_name], self.mma_up_1[adapter_name]
+        if self.routing_key is None:  # vision: every token routes on its own input
+            weights = self.route(adapter_name, xf).to(compute_dtype)
+            mixed = weights[..., 0:1] * up_0(h) + weights[..., 1:2] * up_1(h)
         else:
-            weights = self._row_weights(adapter_name, xf, routing)
-        weights = weights.to(compute_dtype)
-        mixed = weights[..., 0:1] * self.mma_up_0[adapter_name](h) + weights[..., 1:2] * self.mma_up_1[adapter_name](h)
+            # One weight per row: mix the two small up-projections first, then apply the mix once, instead of
+            # running both on the (batch, seq, width) activations and mixing those.
+            weights = self._row_weights(adapter_name, xf, routing)[:, 0].to(compute_dtype)  # (batch, 2)
+            groups, width = up_0.groups, self.width
+            row_weight = torch.einsum("bp,pwi->bwi", weights, torch.stack((up_0.weight, up_1.weight)))
+            row_bias = weights @ torch.stack((up_0.bias, up_1.bias))
+            blocks = row_weight.view(-1, groups, width // groups, row_weight.shape[-1])
+            mixed = torch.einsum("blgi,bgoi->blgo", h.unflatten(-1, (groups, -1)), blocks).flatten(-2)
+            mixed = mixed + row_bias.unsqueeze(1)
         return (xf + scale * mixed).to(x.dtype)
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
