@@ -149,3 +149,19 @@ def test_bad_arguments(tmp_path):
         write_synthetic_scienceqa(tmp_path, image_size=8)
     with pytest.raises(ValueError, match="num_val must be non-negative; got -1"):
         write_synthetic_scienceqa(tmp_path, num_val=-1)
+
+
+def test_descriptions_say_what_each_picture_shows(tmp_path):
+    root = write_synthetic_scienceqa(tmp_path / "described", num_train=64, num_val=0, num_test=0, seed=3)
+    problems = json.loads((root / "problems.json").read_text())
+    descriptions = json.loads((root / "descriptions.json").read_text())["descriptions"]
+    image_ids = {qid for qid, problem in problems.items() if problem["image"]}
+    assert set(descriptions) == image_ids
+    for qid in image_ids:
+        problem, description = problems[qid], descriptions[qid]
+        answer = problem["choices"][problem["answer"]]
+        if problem["question"].startswith("How many"):
+            expected_words = 4 if answer == "1" else 2  # "red circle top left" or "3 shapes"
+            assert len(description.split()) == expected_words and (answer == "1" or description == f"{answer} shapes")
+        else:
+            assert answer in description, (problem["question"], answer, description)

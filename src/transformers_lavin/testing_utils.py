@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import CLIPVisionConfig, LlamaConfig, PreTrainedTokenizerFast
 
 from .configuration_lavin import LavinConfig
@@ -37,6 +39,34 @@ def build_byte_tokenizer(model_max_length: int = 2048) -> PreTrainedTokenizerFas
     return tokenizer
 
 
+def build_word_tokenizer(texts: Iterable[str], vocab_size: int = 1500, model_max_length: int = 2048):
+    """
+    A byte-level BPE tokenizer trained on `texts` in well under a second, with the special tokens of
+    [`build_byte_tokenizer`]: frequent words become single tokens, as in a real LLM's vocabulary, and any text still
+    encodes (every byte is in the alphabet).
+    """
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        model_max_length=model_max_length,
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    return tokenizer
+
+
 def tiny_lavin_config(
     text_hidden_size: int = 32,
     text_layers: int = 2,
@@ -48,10 +78,11 @@ def tiny_lavin_config(
     projector_hidden_size: int = 16,
     vocab_size: int | None = None,
     image_token_id: int | None = None,
+    tokenizer: PreTrainedTokenizerFast | None = None,
     **text_overrides,
 ) -> LavinConfig:
-    """A LaVIN config small enough for CPU tests, with the byte tokenizer's vocabulary by default."""
-    tokenizer = build_byte_tokenizer()
+    """A LaVIN config small enough for CPU tests, with `tokenizer`'s vocabulary (the byte tokenizer's by default)."""
+    tokenizer = tokenizer or build_byte_tokenizer()
     text_config = LlamaConfig(
         vocab_size=vocab_size or len(tokenizer) - 1,  # the image token stays outside the LLM's vocabulary
         hidden_size=text_hidden_size,
@@ -86,15 +117,19 @@ def tiny_lavin_config(
 
 
 def build_tiny_lavin(
-    seed: int = 0, config: LavinConfig | None = None, **config_kwargs
+    seed: int = 0,
+    config: LavinConfig | None = None,
+    tokenizer: PreTrainedTokenizerFast | None = None,
+    **config_kwargs,
 ) -> tuple[LavinForConditionalGeneration, LavinProcessor]:
-    """A randomly initialised tiny LaVIN and its processor, deterministic for a seed."""
-    config = config or tiny_lavin_config(**config_kwargs)
+    """A randomly initialised tiny LaVIN and its processor (byte tokenizer by default), deterministic for a seed."""
+    tokenizer = tokenizer or build_byte_tokenizer()
+    config = config or tiny_lavin_config(tokenizer=tokenizer, **config_kwargs)
     torch.manual_seed(seed)
     model = LavinForConditionalGeneration(config).eval()
     processor = LavinProcessor(
         image_processor=lavin_image_processor(config.vision_config.image_size),
-        tokenizer=build_byte_tokenizer(),
+        tokenizer=tokenizer,
         num_image_tokens=config.num_image_tokens,
         image_prefix=config.image_prefix,
         no_image_text=config.no_image_text,

@@ -16,11 +16,12 @@ def test_choice_scores_match_unbatched_log_likelihoods(tmp_path):
 
     tokenizer = processor.tokenizer
     for row, scores in zip(dataset, result.choice_scores, strict=True):
-        prompt = tokenizer.bos_token + row["prompt"][0]["content"][-1]["text"] + "The answer is "
+        # The option is scored with its leading space, tokenized as in training ("The answer is" + " circle.").
+        prompt = tokenizer.bos_token + row["prompt"][0]["content"][-1]["text"] + "The answer is"
         expected = []
         for choice in row["choices"]:
             inputs = processor(images=[list(row["images"])], text=[prompt], return_tensors="pt")
-            continuation = tokenizer.encode(choice + ".", add_special_tokens=False)
+            continuation = tokenizer.encode(" " + choice + ".", add_special_tokens=False)
             ids = torch.cat([inputs["input_ids"], torch.tensor([continuation])], dim=1)
             with torch.no_grad():
                 logits = model(input_ids=ids, pixel_values=inputs.get("pixel_values")).logits[0]
@@ -34,3 +35,14 @@ def test_choice_scores_match_unbatched_log_likelihoods(tmp_path):
     assert result.correct == [p == a for p, a in zip(result.predictions, dataset["answer"], strict=True)]
     image_choices = [len(c) for c, images in zip(dataset["choices"], dataset["images"], strict=True) if images]
     assert result.chance(True) == sum(1 / k for k in image_choices) / len(image_choices)
+
+
+def test_subword_options_are_tokenized_as_in_training():
+    from transformers_lavin.testing_utils import build_word_tokenizer
+
+    tokenizer = build_word_tokenizer(["The answer is circle.", "The answer is square."] * 50, vocab_size=300)
+    joint = tokenizer.encode("The answer is circle.", add_special_tokens=False)
+    split = tokenizer.encode("The answer is", add_special_tokens=False) + tokenizer.encode(
+        " circle.", add_special_tokens=False
+    )
+    assert joint == split and tokenizer.convert_ids_to_tokens(joint)[3] == "Ġcircle"

@@ -211,6 +211,14 @@ def _draw(shapes: tuple[tuple[str, str, int], ...], size: int) -> Image.Image:
     return image
 
 
+def describe_picture(shapes: tuple[tuple[str, str, int], ...]) -> str:
+    """What a picture shows, in words: `"red circle top left"` for one shape, `"3 shapes"` for several."""
+    if len(shapes) == 1:
+        shape, color, cell = shapes[0]
+        return f"{color} {shape} {POSITIONS[cell]}"
+    return f"{len(shapes)} shapes"
+
+
 def _balanced(rng: random.Random, values: list[int], n: int) -> list[int]:
     # Each value equally often (up to the remainder), in random order.
     out = [values[i % len(values)] for i in range(n)]
@@ -230,8 +238,9 @@ def write_synthetic_scienceqa(
     Writes a synthetic ScienceQA-style data set in the official layout, readable by [`load_scienceqa`].
 
     Writes `problems.json` (with every official field), `pid_splits.json` (`train`, `val`, `test`, `trainval`),
-    `captions.json` (a caption that does not give the answer away, for image problems) and
-    `images/{split}/{qid}/image.png`. Question kinds cycle evenly through four image kinds (shape, color, count and
+    `captions.json` (a caption that does not give the answer away, for image problems), `descriptions.json` (what
+    each picture shows, in words: a text stand-in for the image, e.g. for pretraining a tiny LLM; not read by
+    `load_scienceqa`) and `images/{split}/{qid}/image.png`. Question kinds cycle evenly through four image kinds (shape, color, count and
     position of shapes drawn on a 2x2 grid) and four text kinds (two answered from the hint, two from the question
     and choices alone). Each problem has 2 to 4 choices, and for each number of choices the answer positions are
     balanced. The output is the same for the same arguments.
@@ -262,7 +271,7 @@ def write_synthetic_scienceqa(
     root = Path(root)
     rng = random.Random(seed)
     kind_names = list(QUESTION_KINDS)
-    problems, pid_splits, captions = {}, {}, {}
+    problems, pid_splits, captions, descriptions = {}, {}, {}, {}
     next_qid = 1
     for split, size in sizes.items():
         kinds = _balanced(rng, kind_names, size)
@@ -283,6 +292,7 @@ def write_synthetic_scienceqa(
                 image_dir.mkdir(parents=True, exist_ok=True)
                 _draw(item.shapes, image_size).save(image_dir / "image.png")
                 captions[qid] = IMAGE_CAPTION
+                descriptions[qid] = describe_picture(item.shapes)
             problems[qid] = {
                 "question": item.question,
                 "choices": choices,
@@ -307,6 +317,7 @@ def write_synthetic_scienceqa(
         ("problems.json", problems),
         ("pid_splits.json", pid_splits),
         ("captions.json", {"captions": captions}),
+        ("descriptions.json", {"descriptions": descriptions}),
     ):
         (root / name).write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
     return root

@@ -100,13 +100,17 @@ def score_choice_texts(
     tokenizer = processor.tokenizer
     device = next(model.parameters()).device
     # One sequence per (question, choice): the prompt's ids as the processor writes them, then the choice's tokens.
+    # Trailing spaces of the prefix belong to the option, as when the whole answer is tokenized at once: subword
+    # tokenizers write " circle" as one token, not " " + "circle".
+    prompt_end = answer_prefix.rstrip()
+    separator = answer_prefix[len(prompt_end) :]
     pairs = []
     for index, row in enumerate(dataset):
         prefix = processor(
-            images=[list(row["images"])], text=[tokenizer.bos_token + _prompt_text(row["prompt"]) + answer_prefix]
+            images=[list(row["images"])], text=[tokenizer.bos_token + _prompt_text(row["prompt"]) + prompt_end]
         )
         for choice in row["choices"][: len(OPTION_LETTERS)]:
-            continuation = tokenizer.encode(choice + suffix, add_special_tokens=False)
+            continuation = tokenizer.encode(separator + choice + suffix, add_special_tokens=False)
             pairs.append((index, prefix["input_ids"][0], continuation, prefix.get("pixel_values")))
     scores: list[list[float]] = [[] for _ in range(len(dataset))]
     was_training = model.training
