@@ -15,6 +15,21 @@ from .processing_lavin import LavinProcessor, lavin_image_processor
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 
 
+def _as_lavin_tokenizer(backend: Tokenizer, model_max_length: int) -> PreTrainedTokenizerFast:
+    """Wrap a byte-level `tokenizers` backend with LaVIN's special tokens, `<image>` added last."""
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        model_max_length=model_max_length,
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    return tokenizer
+
+
 def build_byte_tokenizer(model_max_length: int = 2048) -> PreTrainedTokenizerFast:
     """
     A byte-level tokenizer (every byte is a token, no merges) that needs no download: ids 0-3 are `<unk>`, `<s>`,
@@ -26,20 +41,12 @@ def build_byte_tokenizer(model_max_length: int = 2048) -> PreTrainedTokenizerFas
         vocab[symbol] = len(vocab)
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        model_max_length=model_max_length,
-    )
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    return tokenizer
+    return _as_lavin_tokenizer(backend, model_max_length)
 
 
-def build_word_tokenizer(texts: Iterable[str], vocab_size: int = 1500, model_max_length: int = 2048):
+def build_word_tokenizer(
+    texts: Iterable[str], vocab_size: int = 1500, model_max_length: int = 2048
+) -> PreTrainedTokenizerFast:
     """
     A byte-level BPE tokenizer trained on `texts` in well under a second, with the special tokens of
     [`build_byte_tokenizer`]: frequent words become single tokens, as in a real LLM's vocabulary, and any text still
@@ -47,7 +54,6 @@ def build_word_tokenizer(texts: Iterable[str], vocab_size: int = 1500, model_max
     """
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
@@ -55,16 +61,7 @@ def build_word_tokenizer(texts: Iterable[str], vocab_size: int = 1500, model_max
         show_progress=False,
     )
     backend.train_from_iterator(texts, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        model_max_length=model_max_length,
-    )
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    return tokenizer
+    return _as_lavin_tokenizer(backend, model_max_length)
 
 
 def tiny_lavin_config(
