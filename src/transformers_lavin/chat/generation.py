@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from transformers import TextIteratorStreamer
+
+from .. import image_loading
 
 
 class ChatInputError(ValueError):
@@ -31,13 +33,13 @@ def load_image(path: str | Path) -> Image.Image:
         `ChatInputError`: if the file is missing or is not an image Pillow can decode.
     """
     name = Path(path).name
+    if not Path(path).is_file():
+        raise ChatInputError(f"The uploaded file '{name}' is no longer available; please upload it again.")
     try:
-        with Image.open(path) as image:
-            # `convert` forces a full decode, so a truncated or corrupt file fails here and not inside generate.
-            return image.convert("RGB")
-    except FileNotFoundError as error:
-        raise ChatInputError(f"The uploaded file '{name}' is no longer available; please upload it again.") from error
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+        # Fully decoded here, so a truncated or corrupt file fails now and not inside generate; every mode is
+        # converted to RGB by the package's documented rules.
+        return image_loading.load_image(path)
+    except ValueError as error:
         raise ChatInputError(
             f"'{name}' is not an image LaVIN can read. Upload a picture (PNG, JPEG, WebP, GIF or BMP)."
         ) from error

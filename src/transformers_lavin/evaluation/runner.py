@@ -20,6 +20,7 @@ from typing import Any
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..image_loading import load_image
 from .models import CallableAdapter, HFModelAdapter, ModelAdapter
 from .tasks.base import Sample, Task
 
@@ -79,9 +80,8 @@ def _load_images(sample: Sample) -> list[Image.Image]:
     images = []
     for path in sample.images:
         try:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
-        except (OSError, ValueError) as error:
+            images.append(load_image(path))
+        except ValueError as error:
             raise OSError(f"cannot read image {path}: {error}") from error
     return images
 
