@@ -5,6 +5,7 @@ Importing the package registers the `lavin` model type with transformers' Auto c
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
+from . import _logging  # noqa: F401  (first: filters other libraries' notices before PEFT imports bitsandbytes)
 from .assembly import build_lavin_from_parts
 from .configuration_lavin import LavinConfig
 from .mma import MMAConfig, MMAModel, compute_routing_table, register_mma_with_peft

@@ -6,11 +6,75 @@ import os
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CLIPVisionModel,
+    PreTrainedConfig,
+    PreTrainedTokenizerBase,
+)
 
 from .configuration_lavin import LavinConfig
 from .modeling_lavin import LavinForConditionalGeneration, LavinMultiModalProjector
 from .processing_lavin import LavinProcessor, lavin_image_processor
+
+
+def lavin_processor(config: LavinConfig, tokenizer, image_token: str = "<image>") -> LavinProcessor:
+    """LaVIN's processor for `config`: its image preprocessing at the vision tower's size and `tokenizer`."""
+    return LavinProcessor(
+        image_processor=lavin_image_processor(config.vision_config.image_size),
+        tokenizer=tokenizer,
+        image_token=image_token,
+        num_image_tokens=config.num_image_tokens,
+        image_prefix=config.image_prefix,
+        no_image_text=config.no_image_text,
+    )
+
+
+def lavin_config_and_processor(
+    vision_config: PreTrainedConfig,
+    text_config: PreTrainedConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    image_token: str = "<image>",
+    vision_feature_layers: list[int] | None = None,
+    projector_hidden_size: int = 128,
+) -> tuple[LavinConfig, LavinProcessor]:
+    """
+    The one place where a CLIP vision config, a causal LM's config and its tokenizer become a LaVIN config and
+    processor. Assembly from pretrained parts, the converter of reference checkpoints and the tiny test models all
+    go through it, so they agree on the image token, the special token ids and the preprocessing.
+
+    The tokenizer is updated in place: `image_token` is added when missing, and a missing pad token becomes the unk
+    (else eos) token; LLaMA ships without one, batching needs it, and padding never gets a loss.
+
+    Args:
+        vision_config: The vision tower's config (`CLIPVisionConfig`).
+        text_config: The language model's config.
+        tokenizer: The language model's tokenizer.
+        image_token: Placeholder token the processor writes where the visual tokens go.
+        vision_feature_layers: Hidden states whose [CLS] tokens become the visual tokens (default: every 4th block).
+        projector_hidden_size: Bottleneck of the projector (128 in LaVIN).
+
+    Returns:
+        `(config, processor)`.
+    """
+    if image_token not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [image_token]})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    config = LavinConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        vision_feature_layers=vision_feature_layers,
+        projector_hidden_size=projector_hidden_size,
+        image_token_id=tokenizer.convert_tokens_to_ids(image_token),
+        tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", False)),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return config, lavin_processor(config, tokenizer, image_token)
 
 
 def build_lavin_from_parts(
@@ -45,21 +109,13 @@ def build_lavin_from_parts(
     vision = CLIPVisionModel.from_pretrained(vision_model, dtype=dtype, **from_pretrained_kwargs)
     causal_lm = AutoModelForCausalLM.from_pretrained(language_model, dtype=dtype, **from_pretrained_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(language_model, **from_pretrained_kwargs)
-    if image_token not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": [image_token]})
-    if tokenizer.pad_token is None:  # LLaMA ships without one; batching needs it and it never gets a loss
-        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    text_config = causal_lm.config
-    config = LavinConfig(
-        vision_config=vision.config,
-        text_config=text_config,
+    config, processor = lavin_config_and_processor(
+        vision.config,
+        causal_lm.config,
+        tokenizer,
+        image_token=image_token,
         vision_feature_layers=vision_feature_layers,
         projector_hidden_size=projector_hidden_size,
-        image_token_id=tokenizer.convert_tokens_to_ids(image_token),
-        tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", False)),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
     # Build the shell on the meta device and move the pretrained modules in: no second copy of the weights.
     with torch.device("meta"):
@@ -74,7 +130,7 @@ def build_lavin_from_parts(
     for linear in (projector.linear_1, projector.linear_2):
         nn.init.xavier_uniform_(linear.weight)
         nn.init.zeros_(linear.bias)
-    modality_embedding = nn.Embedding(2, text_config.hidden_size)
+    modality_embedding = nn.Embedding(2, config.text_config.hidden_size)
     nn.init.normal_(modality_embedding.weight)
     torch.random.set_rng_state(generator_state)
     model.model.multi_modal_projector = projector.to(new_dtype)
@@ -83,15 +139,7 @@ def build_lavin_from_parts(
     if meta:
         raise RuntimeError(f"Assembly left parameters uninitialised: {meta[:5]}")
     model.eval()
-    processor = LavinProcessor(
-        image_processor=lavin_image_processor(vision.config.image_size),
-        tokenizer=tokenizer,
-        image_token=image_token,
-        num_image_tokens=config.num_image_tokens,
-        image_prefix=config.image_prefix,
-        no_image_text=config.no_image_text,
-    )
     return model, processor
 
 
-__all__ = ["build_lavin_from_parts"]
+__all__ = ["build_lavin_from_parts", "lavin_config_and_processor", "lavin_processor"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 from transformers import BitsAndBytesConfig
 
@@ -20,7 +22,15 @@ def lavin_lite_quantization_config(
     """
     A `BitsAndBytesConfig` that quantises LaVIN's LLM to 4 or 8 bits and leaves the vision tower, projector,
     modality embedding and LM head as they are. Pass it as `quantization_config` to `from_pretrained`.
+
+    Raises:
+        ImportError: when bitsandbytes is not installed, saying how to install it.
     """
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError(
+            "LaVIN-lite quantises the LLM with bitsandbytes, which is not installed: "
+            "pip install 'transformers-lavin[quant]' (or pip install bitsandbytes)."
+        )
     if bits == 4:
         return BitsAndBytesConfig(
             load_in_4bit=True,

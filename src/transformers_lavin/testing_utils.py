@@ -8,9 +8,10 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import CLIPVisionConfig, LlamaConfig, PreTrainedTokenizerFast
 
+from .assembly import lavin_config_and_processor, lavin_processor
 from .configuration_lavin import LavinConfig
 from .modeling_lavin import LavinForConditionalGeneration
-from .processing_lavin import LavinProcessor, lavin_image_processor
+from .processing_lavin import LavinProcessor
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 
@@ -74,7 +75,6 @@ def tiny_lavin_config(
     vision_feature_layers: list[int] | None = None,
     projector_hidden_size: int = 16,
     vocab_size: int | None = None,
-    image_token_id: int | None = None,
     tokenizer: PreTrainedTokenizerFast | None = None,
     **text_overrides,
 ) -> LavinConfig:
@@ -101,16 +101,14 @@ def tiny_lavin_config(
         image_size=image_size,
         patch_size=patch_size,
     )
-    return LavinConfig(
-        vision_config=vision_config,
-        text_config=text_config,
+    config, _ = lavin_config_and_processor(
+        vision_config,
+        text_config,
+        tokenizer,
         vision_feature_layers=vision_feature_layers or [2, 4],
         projector_hidden_size=projector_hidden_size,
-        image_token_id=image_token_id if image_token_id is not None else tokenizer.convert_tokens_to_ids("<image>"),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
+    return config
 
 
 def build_tiny_lavin(
@@ -124,11 +122,4 @@ def build_tiny_lavin(
     config = config or tiny_lavin_config(tokenizer=tokenizer, **config_kwargs)
     torch.manual_seed(seed)
     model = LavinForConditionalGeneration(config).eval()
-    processor = LavinProcessor(
-        image_processor=lavin_image_processor(config.vision_config.image_size),
-        tokenizer=tokenizer,
-        num_image_tokens=config.num_image_tokens,
-        image_prefix=config.image_prefix,
-        no_image_text=config.no_image_text,
-    )
-    return model, processor
+    return model, lavin_processor(config, tokenizer)

@@ -102,7 +102,7 @@ def test_routing_equals_the_reference_modality_token_computation(tiny, mixed_bat
             embeds = lavin.get_input_embeddings()(inputs["input_ids"].masked_fill(inputs["input_ids"] >= 259, 0))
             if row == 0:
                 image_mask = inputs["input_ids"] == model.config.image_token_id
-                embeds[image_mask] = lavin.get_image_features(inputs["pixel_values"])[0]
+                embeds[image_mask] = lavin.get_image_features(inputs["pixel_values"]).pooler_output[0]
             token = lavin.modality_embedding(torch.tensor([[modality]]))
             sequence = torch.cat([token, embeds], dim=1)
             length = sequence.shape[1]

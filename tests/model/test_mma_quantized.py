@@ -34,3 +34,35 @@ def test_lavin_lite_trains_full_precision_adapters_on_a_quantised_llm(bits, laye
         optimizer.zero_grad()
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+def test_4bit_bf16_runs_offline_without_the_kernels_package(tmp_path):
+    """bitsandbytes' CPU path falls back to its own kernel when the Hub kernel cannot be fetched."""
+    import importlib.util
+
+    assert importlib.util.find_spec("kernels") is None  # the offline case this covers
+    # bitsandbytes' bf16 CPU kernel packs whole 64-value blocks per input row: widths >= 64.
+    base, processor = build_tiny_lavin(seed=0, text_hidden_size=64)
+    base.save_pretrained(tmp_path)
+    model = AutoModelForImageTextToText.from_pretrained(
+        tmp_path, quantization_config=lavin_lite_quantization_config(4), device_map="cpu"
+    )
+    assert type(model.model.language_model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
+    inputs = processor(text=["a text-only question"], return_tensors="pt")
+    with torch.no_grad():
+        quantised = model(**inputs).logits.float()
+        reference = base(**inputs).logits
+    assert torch.isfinite(quantised).all()
+    # NF4 weights in bf16 compute stay near the full-precision model (random weights, 2 layers).
+    assert (quantised - reference).abs().max() < 0.25 * reference.abs().max()
+
+
+def test_lavin_lite_without_bitsandbytes_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a)
+    )
+    with pytest.raises(ImportError, match=r"pip install 'transformers-lavin\[quant\]'"):
+        lavin_lite_quantization_config(4)

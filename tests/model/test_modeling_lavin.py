@@ -50,11 +50,11 @@ def test_visual_tokens_equal_an_independent_computation(tiny, mixed_batch):
         projector = model.model.multi_modal_projector
         hidden = F.silu(F.linear(cls_tokens, projector.linear_1.weight, projector.linear_1.bias))
         expected = F.linear(hidden, projector.linear_2.weight, projector.linear_2.bias)
-        actual = model.get_image_features(pixel_values)
+        actual = model.get_image_features(pixel_values).pooler_output
         outputs = model.model(**mixed_batch)
     assert actual.shape == (1, model.config.num_image_tokens, model.config.text_config.hidden_size)
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
-    torch.testing.assert_close(outputs.image_hidden_states, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(outputs.image_outputs.pooler_output, expected, rtol=0, atol=1e-6)
 
 
 def test_modality_ids_follow_the_image_tokens(tiny, mixed_batch):

@@ -1,7 +1,7 @@
 """The LaVIN base model from a LLaMA checkpoint and a CLIP checkpoint in Hugging Face format, built from state dicts.
 
-No model is instantiated with real weights: the configs give the target layout (a model on the meta device), the
-checkpoints are renamed onto it and checked key by key, and the result is written as safetensors shards.
+The checkpoints are renamed onto LaVIN's layout and loaded with `load_state_dict(strict=True, assign=True)` into a
+model built on the meta device, so the weights are never copied; the model is then saved as safetensors shards.
 """
 
 from __future__ import annotations
@@ -10,15 +10,13 @@ import json
 from pathlib import Path
 
 import torch
-from huggingface_hub import save_torch_state_dict
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, GenerationConfig, PreTrainedConfig
-from transformers.dynamic_module_utils import custom_object_save
+from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, PreTrainedConfig
 
+from ..assembly import lavin_config_and_processor
 from ..configuration_lavin import LavinConfig
 from ..modeling_lavin import LavinForConditionalGeneration
-from ..processing_lavin import LavinProcessor, lavin_image_processor
-from .key_mapping import check_against
+from ..processing_lavin import LavinProcessor
 from .reference_format import LavinConversionError, ReferenceAdapter
 
 IMAGE_TOKEN = "<image>"
@@ -103,104 +101,96 @@ def _load_config(path: str | Path, what: str) -> PreTrainedConfig:
 
 
 # ----------------------------------------------------------------------------------------------------- building
-def build_processor(llama_path: str | Path, vision_config: CLIPVisionConfig, num_image_tokens: int) -> LavinProcessor:
-    """The LLaMA tokenizer with `<image>` added, and LaVIN's image preprocessing at the CLIP image size."""
+def load_tokenizer(llama_path: str | Path):
     try:
-        tokenizer = AutoTokenizer.from_pretrained(llama_path)
+        return AutoTokenizer.from_pretrained(llama_path)
     except (ValueError, OSError) as error:
         raise LavinConversionError(f"Could not load the tokenizer from {str(llama_path)!r}: {error}") from None
-    if IMAGE_TOKEN not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    return LavinProcessor(
-        image_processor=lavin_image_processor(vision_config.image_size),
-        tokenizer=tokenizer,
-        image_token=IMAGE_TOKEN,
-        num_image_tokens=num_image_tokens,
-    )
 
 
 def build_lavin_config(
     text_config: PreTrainedConfig, vision_config: CLIPVisionConfig, adapter: ReferenceAdapter, tokenizer
-) -> LavinConfig:
-    """LaVIN's config: the given LLM and CLIP, the projector width of the adapter, visual tokens from every 4th block."""
-    config = LavinConfig(
-        vision_config=vision_config,
-        text_config=text_config,
+) -> tuple[LavinConfig, LavinProcessor]:
+    """LaVIN's config and processor for the given LLM and CLIP, with the projector width of the adapter."""
+    config, processor = lavin_config_and_processor(
+        vision_config,
+        text_config,
+        tokenizer,
+        image_token=IMAGE_TOKEN,
         # The reference takes the [CLS] token after every 4th CLIP block.
         vision_feature_layers=list(range(4, vision_config.num_hidden_layers + 1, 4)),
         projector_hidden_size=adapter.projector_hidden_size,
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", False)),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
     dtype = getattr(text_config, "dtype", None)
     if dtype is not None:
         config.dtype = dtype
-    return config
-
-
-def expected_base_state(config: LavinConfig) -> dict[str, torch.Size]:
-    """Keys and shapes of a `LavinForConditionalGeneration` state dict, from a model on the meta device."""
-    with torch.device("meta"):
-        model = LavinForConditionalGeneration(config)
-    return {key: value.shape for key, value in model.state_dict().items()}
+    return config, processor
 
 
 def lavin_base_state_dict(
-    expected: dict[str, torch.Size],
+    config: LavinConfig,
     llama_state: dict[str, torch.Tensor],
     clip_state: dict[str, torch.Tensor],
     adapter: ReferenceAdapter,
-    tie_word_embeddings: bool,
 ) -> dict[str, torch.Tensor]:
     """
-    Rename the LLaMA (`LlamaForCausalLM`) and CLIP (`CLIPModel` / `CLIPVisionModel`) weights onto LaVIN's layout,
-    add the adapter's projector and modality embedding, and check every key and shape against `expected`.
+    Rename the LLaMA (`LlamaForCausalLM`) and CLIP (`CLIPModel` / `CLIPVisionModel`) weights onto LaVIN's layout
+    and add the adapter's projector and modality embedding.
     """
-    vision_prefix = _prefix_of(expected, "embeddings.patch_embedding.weight")
-    text_prefix = _prefix_of(expected, "embed_tokens.weight")
+    with torch.device("meta"):
+        keys = list(LavinForConditionalGeneration(config).state_dict())
+    vision_prefix = _prefix_of(keys, "embeddings.patch_embedding.weight")
+    text_prefix = _prefix_of(keys, "embed_tokens.weight")
     state: dict[str, torch.Tensor] = {}
     for key, tensor in llama_state.items():
         if key.endswith("rotary_emb.inv_freq"):  # a buffer some older checkpoints saved
             continue
         state[text_prefix + key.removeprefix("model.") if key != "lm_head.weight" else key] = tensor
-    if "lm_head.weight" not in state and tie_word_embeddings:
+    if "lm_head.weight" not in state and config.tie_word_embeddings:
         state["lm_head.weight"] = state.get(text_prefix + "embed_tokens.weight")
     for key, tensor in clip_state.items():
         if key.startswith(_CLIP_UNUSED_PREFIXES) or key.endswith("position_ids"):
             continue
         state[vision_prefix + key.removeprefix("vision_model.")] = tensor
-    projector = _prefix_of(expected, "multi_modal_projector.linear_1.weight") + "multi_modal_projector."
+    projector = _prefix_of(keys, "multi_modal_projector.linear_1.weight") + "multi_modal_projector."
     state[projector + "linear_1.weight"] = adapter.projector["conv_A.weight"]
     state[projector + "linear_1.bias"] = adapter.projector["conv_A.bias"]
     state[projector + "linear_2.weight"] = adapter.projector["conv_B.weight"]
     state[projector + "linear_2.bias"] = adapter.projector["conv_B.bias"]
-    state[_prefix_of(expected, "modality_embedding.weight") + "modality_embedding.weight"] = adapter.modality_embedding
-    check_against(state, expected, "The LLaMA + CLIP checkpoints", "the LaVIN model their configs describe")
+    state[_prefix_of(keys, "modality_embedding.weight") + "modality_embedding.weight"] = adapter.modality_embedding
     return state
 
 
-def write_base(
-    directory: Path,
-    config: LavinConfig,
-    state: dict[str, torch.Tensor],
-    processor: LavinProcessor,
-    max_shard_size: str = "5GB",
-) -> None:
-    """Write what `model.save_pretrained` + `processor.save_pretrained` would, without building the model."""
-    config.save_pretrained(directory)
+def build_base_model(config: LavinConfig, state: dict[str, torch.Tensor]) -> LavinForConditionalGeneration:
+    """
+    The LaVIN base model holding `state`, as transformers' own conversion scripts build one: a model on the meta
+    device, then `load_state_dict(strict=True, assign=True)`, so the checkpoint tensors are used without a copy.
+
+    Raises:
+        LavinConversionError: when keys are missing or unexpected, or a shape does not fit the configs.
+    """
     with torch.device("meta"):
-        # Copies the modeling code beside the weights (auto_map), for users without this package.
-        custom_object_save(LavinForConditionalGeneration(config), directory, config=config)
-    GenerationConfig.from_model_config(config).save_pretrained(directory)
-    save_torch_state_dict(state, directory, max_shard_size=max_shard_size)
+        model = LavinForConditionalGeneration(config)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as error:
+        raise LavinConversionError(
+            f"The LLaMA + CLIP checkpoints do not match the LaVIN model their configs describe: {error}"
+        ) from None
+    model.tie_weights()
+    return model.eval()
+
+
+def write_base(
+    directory: Path, model: LavinForConditionalGeneration, processor: LavinProcessor, max_shard_size: str = "5GB"
+) -> None:
+    """Save the base model (config, code files with `auto_map`, safetensors shards) and its processor."""
+    model.save_pretrained(directory, max_shard_size=max_shard_size)
     processor.save_pretrained(directory)
 
 
-def _prefix_of(expected: dict[str, torch.Size], suffix: str) -> str:
-    matches = [key[: -len(suffix)] for key in expected if key.endswith(suffix)]
+def _prefix_of(keys: list[str], suffix: str) -> str:
+    matches = [key[: -len(suffix)] for key in keys if key.endswith(suffix)]
     if len(matches) != 1:
         raise LavinConversionError(f"The LaVIN layout has {len(matches)} keys ending in {suffix!r}; expected one.")
     return matches[0]

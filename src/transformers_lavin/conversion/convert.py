@@ -15,12 +15,12 @@ from safetensors.torch import save_file
 from ..mma import GroupedLinear, MMAConfig
 from ..mma.layer import fold_into_input_projections
 from .base import (
+    build_base_model,
     build_lavin_config,
-    build_processor,
-    expected_base_state,
     lavin_base_state_dict,
     load_hf_state_dict,
     load_text_config,
+    load_tokenizer,
     load_vision_config,
     write_base,
 )
@@ -145,34 +145,27 @@ def convert_lavin_checkpoint(
     text_config = load_text_config(llama_path)
     vision_config = load_vision_config(clip_path)
     _check_sizes(adapter, text_config, vision_config)
-    probe_processor = build_processor(llama_path, vision_config, num_image_tokens=1)
-    config = build_lavin_config(text_config, vision_config, adapter, probe_processor.tokenizer)
-    processor = build_processor(llama_path, vision_config, num_image_tokens=config.num_image_tokens)
+    config, processor = build_lavin_config(text_config, vision_config, adapter, load_tokenizer(llama_path))
 
     peft_config = mma_config if merged_dir is None else _merge_config(mma_config, adapter)
     expected_adapter, vision_prefix = expected_adapter_state(config, peft_config)
     llm_only = dataclasses.replace(adapter, vision={}) if peft_config.vision_adapter_type == "none" else adapter
     adapter_state = reference_to_peft(llm_only, expected_adapter, vision_prefix)
 
-    base_state = lavin_base_state_dict(
-        expected_base_state(config),
-        load_hf_state_dict(llama_path),
-        load_hf_state_dict(clip_path),
-        adapter,
-        config.tie_word_embeddings,
-    )
+    base_state = lavin_base_state_dict(config, load_hf_state_dict(llama_path), load_hf_state_dict(clip_path), adapter)
+    base = build_base_model(config, base_state)
 
     if merged_dir is None:
         targets = [Path(base_dir), Path(adapter_dir)]
         with staged_outputs(targets, overwrite) as (base_tmp, adapter_tmp):
-            write_base(base_tmp, config, base_state, processor, max_shard_size)
+            write_base(base_tmp, base, processor, max_shard_size)
             write_adapter(adapter_tmp, mma_config, adapter_state, base_dir)
         return ConversionResult(mma_config, base_dir=targets[0], adapter_dir=targets[1])
 
     with staged_outputs([Path(merged_dir)], overwrite) as (merged_tmp,):
         # The base is only a step on the way: written beside the output, then discarded.
         with tempfile.TemporaryDirectory(prefix=".lavin-base-", dir=merged_tmp.parent) as scratch:
-            write_base(Path(scratch), config, base_state, processor, max_shard_size)
+            write_base(Path(scratch), base, processor, max_shard_size)
             merged = _merged_model(Path(scratch), peft_config, adapter_state, adapter, modality)
             merged.save_pretrained(merged_tmp, max_shard_size=max_shard_size)
             processor.save_pretrained(merged_tmp)

@@ -246,7 +246,7 @@ class MMAModel(BaseTuner):
         modality_ids = kwargs.pop(MODALITY_IDS_KWARG, None)
         if not self._has_active_llm_adapters():
             return args, kwargs
-        cache = kwargs.get("past_key_values")
+        cache = kwargs.get("cache")
         table = cached_table(cache)
         if table is None:
             table = self.routing_table()
