@@ -3,7 +3,7 @@
 import torch
 
 from transformers_lavin.data import load_scienceqa, write_synthetic_scienceqa
-from transformers_lavin.scripts.multiple_choice import score_choice_texts
+from transformers_lavin.evaluation.multiple_choice import score_choice_texts
 from transformers_lavin.testing_utils import build_tiny_lavin
 
 

@@ -33,9 +33,9 @@ from transformers import AutoModelForImageTextToText
 from trl import SFTConfig
 
 from ..data import OPTION_LETTERS, load_scienceqa, write_synthetic_scienceqa
+from ..evaluation.multiple_choice import ANSWER_PREFIX, MultipleChoiceResult, _prompt_text, score_choice_texts
 from ..mma import compute_routing_table
 from ..testing_utils import build_tiny_lavin, build_word_tokenizer, tiny_lavin_config
-from .multiple_choice import ANSWER_PREFIX, MultipleChoiceResult, _prompt_text, score_choice_texts
 from .plots import plot_routing_weights, plot_training_loss
 from .sft import BASE_MODEL_DIR, MMAArguments, build_trainer
 

@@ -21,7 +21,7 @@ ANSWER_PREFIX = "The answer is "
 
 @dataclass
 class MultipleChoiceResult:
-    """Predictions and accuracies of [`score_multiple_choice`]; image and text-only questions are kept apart."""
+    """Predictions and accuracies of [`score_choice_texts`]; image and text-only questions are kept apart."""
 
     predictions: list[str] = field(default_factory=list)
     correct: list[bool] = field(default_factory=list)
