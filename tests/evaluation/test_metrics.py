@@ -35,8 +35,8 @@ CHOICES = ["cat", "dog", "fish"]
         ("", None),
     ],
 )
-def test_extract_answer(text, expected):
-    assert extract_answer(text, CHOICES) == expected
+def test_extract_answer_lenient(text, expected):
+    assert extract_answer(text, CHOICES, "lenient") == expected
 
 
 def test_problem_columns():
@@ -80,8 +80,8 @@ def test_scienceqa_scores_by_hand():
         ("...", None),
     ],
 )
-def test_parse_yes_no(text, expected):
-    assert parse_yes_no(text) == expected
+def test_parse_yes_no_lenient(text, expected):
+    assert parse_yes_no(text, "lenient") == expected
 
 
 def test_binary_scores_by_hand():
@@ -133,11 +133,7 @@ def test_vqa_accuracy_by_hand():
     assert vqa_accuracy("cat", ten(2)) == pytest.approx((2 * (1 / 3) + 8 * (2 / 3)) / 10)  # 0.6
     assert vqa_accuracy("cat", ten(3)) == pytest.approx((3 * (2 / 3) + 7 * 1) / 10)  # 0.9
     assert vqa_accuracy("cat", ten(4)) == 1.0
-    # The plain formula min(k / 3, 1).
-    assert vqa_accuracy("cat", ten(1), leave_one_out=False) == pytest.approx(1 / 3)
-    assert vqa_accuracy("cat", ten(2), leave_one_out=False) == pytest.approx(2 / 3)
-    assert vqa_accuracy("cat", ten(5), leave_one_out=False) == 1.0
-    # Both sides are normalised: "A Cat." matches "cat".
+    # The humans disagree, so both sides are processed: "A Cat." matches "cat".
     assert vqa_accuracy("A Cat.", ten(4)) == 1.0
     # Three humans, two say 2: leaving out a "2" leaves one match, leaving out the "3" leaves two.
     assert math.isclose(vqa_accuracy("Two", ["2", "two", "3"]), (2 * (1 / 3) + 1 * (2 / 3)) / 3)

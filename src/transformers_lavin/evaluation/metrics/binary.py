@@ -4,25 +4,36 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+ANSWER_RULES = ("official", "lenient")
 _WORDS = re.compile(r"[a-z']+")
 
 
-def parse_yes_no(text: str) -> str | None:
+def parse_yes_no(text: str, rule: str = "official") -> str | None:
     """
-    Reads "yes" or "no" from a generated answer, as POPE's own evaluation does.
+    Reads "yes" or "no" from a generated answer.
 
-    Only the first sentence counts (text up to the first period) and commas are dropped; the answer is "no" when that
-    sentence contains the word `no` or `not`, else "yes". Unlike POPE, an empty answer is not read as "yes": it gives
-    `None`, and the sample is counted as wrong.
+    - `rule="official"` (the default) is POPE's own evaluation (`evaluate.py` in `RUCAIBox/POPE`, copied unchanged into
+      LLaVA's `eval_pope.py`): keep the text before the first `.`, delete commas, split on single spaces; the answer
+      is "no" when one of the pieces is exactly `No`, `no` or `not`, else "yes" (so `"NO"`, `"Not"`, `"no!"` and an
+      empty reply are all "yes").
+    - `rule="lenient"` (a project rule, named in the summary when used): the same first sentence, read
+      case-insensitively as runs of letters, so `"NO"`, `"(no)"` and `"Not"` are "no"; a reply without ASCII letters
+      gives `None` and counts as wrong.
 
     Args:
         text (`str`): The generated text.
+        rule (`str`, *optional*, defaults to `"official"`): `"official"` or `"lenient"`.
 
     Returns:
-        `str | None`: `"yes"`, `"no"`, or `None` for an empty answer.
+        `str | None`: `"yes"`, `"no"`, or (lenient rule only) `None` for an answer without words.
     """
-    first_sentence = text.split(".")[0].replace(",", "").lower()
-    words = set(_WORDS.findall(first_sentence))
+    if rule not in ANSWER_RULES:
+        raise ValueError(f"Unknown POPE answer rule {rule!r}; choose from {', '.join(ANSWER_RULES)}.")
+    first_sentence = text.split(".")[0].replace(",", "")
+    if rule == "official":
+        pieces = first_sentence.split(" ")
+        return "no" if "No" in pieces or "not" in pieces or "no" in pieces else "yes"
+    words = set(_WORDS.findall(first_sentence.lower()))
     if not words:
         return None
     return "no" if words & {"no", "not"} else "yes"

@@ -6,8 +6,13 @@ tokenizer, exactly as the COCO evaluation server does. The PTB tokenizer and MET
 use. Nothing here reaches the network. What ran and what did not is part of the result:
 
 - `pycocoevalcap` missing: no metric runs, and the reason says how to install it;
-- `java` missing: METEOR is skipped and captions are tokenised by [`simple_tokenize`] instead (lower-case, the
-  PTB tokenizer's punctuation dropped); the result says so, because BLEU and CIDEr then differ slightly from COCO's.
+- `java` missing: METEOR is skipped and captions are tokenised by [`simple_tokenize`] instead, a regular-expression
+  imitation of the PTB tokenizer; the result says so (`tokenizer: "simple"`), because BLEU and CIDEr can then differ
+  from COCO's (measured in docs/evaluation.md).
+
+Line breaks inside a caption (`\r`, `\n`, and the other characters Java and Python treat as line ends) become spaces
+before tokenising. The PTB wrapper writes one caption per line, so a stray line break would otherwise shift every
+later caption onto the wrong image; pycocoevalcap itself replaces `\n` only.
 """
 
 import contextlib
@@ -20,12 +25,29 @@ from typing import Any
 
 CAPTION_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 _INSTALL_HINT = "install it with `pip install 'transformers-lavin[eval]'` (or `pip install pycocoevalcap`)"
-_SIMPLE_TOKEN = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
+_LINE_BREAKS = re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
+# The PTB tokenizer splits clitics off ("don't" -> "do n't", "cat's" -> "cat 's"), keeps numbers ("3.5", "1,000")
+# and hyphenated words whole, keeps symbols such as "%" and "&" as tokens, and (in pycocoevalcap) drops punctuation.
+# Brackets become "-LRB-" and the like, which `-lowerCase` writes in lower case, so pycocoevalcap's punctuation list
+# (upper case) never removes them: they stay tokens, and so they do here.
+_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
+_CLITIC_NT = re.compile(r"(?<=\w)n['’]t\b")
+_CLITIC = re.compile(r"(?<=\w)['’](s|m|re|ve|ll|d)\b")
+_SIMPLE_TOKEN = re.compile(
+    r"n't|'(?:s|m|re|ve|ll|d)\b|\d+(?:[.,]\d+)*|[^\W_]+(?:[-'’][^\W_]+)*|[%$&#@/+=<>*~^|]|[()\[\]{}]"
+)
+
+
+def flatten_lines(text: str) -> str:
+    """A caption on one line: each line break becomes a space."""
+    return _LINE_BREAKS.sub(" ", text)
 
 
 def simple_tokenize(text: str) -> str:
     """
-    Fallback tokenisation used when Java is not available: lower-case words and numbers, punctuation dropped.
+    Fallback tokenisation used when Java is not available: an imitation of the PTB tokenizer as pycocoevalcap runs
+    it (lower case, clitics split off, numbers and hyphenated words kept whole, punctuation dropped). Letters of any
+    script are kept.
 
     Args:
         text (`str`): A caption.
@@ -33,15 +55,21 @@ def simple_tokenize(text: str) -> str:
     Returns:
         `str`: the tokens joined by single spaces.
     """
-    return " ".join(_SIMPLE_TOKEN.findall(text.lower()))
+    text = flatten_lines(text).lower()
+    text = _CLITIC.sub(r" '\1", _CLITIC_NT.sub(" n't", text))
+    return " ".join(_BRACKETS.get(token, token) for token in _SIMPLE_TOKEN.findall(text))
 
 
 def _ptb_tokenize(captions: Mapping[Any, Sequence[str]]) -> dict[Any, list[str]]:
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     # The tokenizer prints timing to stderr from Java only; its input is {key: [{"caption": text}, ...]}.
-    wrapped = {key: [{"caption": text} for text in texts] for key, texts in captions.items()}
-    return PTBTokenizer().tokenize(wrapped)
+    wrapped = {key: [{"caption": flatten_lines(text)} for text in texts] for key, texts in captions.items()}
+    tokens = PTBTokenizer().tokenize(wrapped)
+    counts = {key: len(texts) for key, texts in captions.items()}
+    if {key: len(tokens.get(key, [])) for key in captions} != counts:
+        raise RuntimeError("The PTB tokenizer returned a different number of captions than it was given.")
+    return tokens
 
 
 def caption_scores(
