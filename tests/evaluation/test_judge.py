@@ -64,8 +64,7 @@ def chat_server():
 
 def test_parse_judge_scores():
     assert parse_judge_scores("8 6\nBecause...") == (8.0, 6.0)
-    assert parse_judge_scores("\n 7.5, 9 \n") == (7.5, 9.0)
-    for garbage in ["Assistant 1 is better.", "8", "", "11 3", "8 6 4"]:
+    for garbage in ["Assistant 1 is better.", "8", "", "8 6 4"]:
         with pytest.raises(JudgeError):
             parse_judge_scores(garbage)
 
@@ -75,13 +74,13 @@ def test_http_judge_request_shape(chat_server):
     assert judge("be fair", "rate this") == "8 6\nFine."
     request = chat_server.requests[0]
     assert request["path"] == "/v1/chat/completions" and request["auth"] == "Bearer secret"
-    assert request["model"] == "judge-model" and request["temperature"] == 0.0
+    assert request["model"] == "judge-model" and request["temperature"] == 0.2
     assert request["messages"] == [{"role": "system", "content": "be fair"}, {"role": "user", "content": "rate this"}]
 
 
 def test_llava_bench_with_http_judge(bench_dir, chat_server, tmp_path):
-    # The judge's prompt names the category in words; the server scores by it.
-    scores = {"conversation": "8 6", "detailed description": "5 5", "complex reasoning": "10 4"}
+    # The server scores by the question in the judge's prompt.
+    scores = {row[2]: pair for row, pair in zip(BENCH_ROWS, ["8 6", "5 5", "10 4"], strict=True)}
 
     def script(body):
         content = next(v for k, v in scores.items() if k in body["messages"][1]["content"])
@@ -106,7 +105,7 @@ def test_llava_bench_with_http_judge(bench_dir, chat_server, tmp_path):
 
 def test_garbage_judge_reply_is_recorded_not_fatal(bench_dir, chat_server, tmp_path):
     chat_server.reply_with("I cannot rate this.")
-    task = LlavaBenchTask(bench_dir, judge=HTTPJudge(chat_server.url, "j", timeout=5))
+    task = LlavaBenchTask(bench_dir, judge=HTTPJudge(chat_server.url, "j", timeout=5), unreadable_reviews="skip")
     summary = run_task(ScriptedModel(lambda p: "answer"), task, tmp_path, progress=False)
     assert summary["n_judged"] == 0 and summary["n_judge_failures"] == 3 and summary["overall"] is None
     record = read_results(tmp_path / "model" / "llava_bench" / "results.jsonl")[0]

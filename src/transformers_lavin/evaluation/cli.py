@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .judge import HTTPJudge, load_hf_judge
-from .models import load_model
+from .judge import HTTPJudge, JudgeError, load_hf_judge
+from .models import adapter_base, load_model, resolve_device
 from .report import markdown_table
-from .runner import run_evaluation
+from .runner import CONFIG_FILE, _check_settings, run_evaluation
 from .tasks import TASKS, Task
 
 logger = logging.getLogger(__name__)
@@ -90,10 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         action="append",
-        required=True,
+        default=[],
         metavar="[NAME=]SPEC",
         help="A model directory or Hub id (loaded with AutoModelForImageTextToText), or 'module:function' / "
-        "'file.py:function' for a callable (images, prompts) -> texts. Repeat to compare models.",
+        "'file.py:function' for a callable (images, prompts) -> texts. Repeat to compare models. With --adapter: "
+        "the base model (default: the adapter's base_model_name_or_path).",
+    )
+    parser.add_argument(
+        "--adapter",
+        metavar="[NAME=]DIR",
+        help="A PEFT adapter directory (MMA, LoRA, ...) to evaluate on its base model.",
+    )
+    parser.add_argument(
+        "--merge-adapter",
+        nargs="?",
+        const="yes",
+        metavar="MODALITY",
+        help="Merge the adapter into the base weights first; an MMA adapter merges for one modality: image or text.",
     )
     parser.add_argument(
         "--task",
@@ -114,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, help="Evaluate only the first N samples of each task.")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="Override each task's generation length.")
     parser.add_argument("--retry-errors", action="store_true", help="Generate again for samples that failed.")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="Discard earlier results in --output-dir made with other settings."
+    )
+    parser.add_argument("--debug", action="store_true", help="Show the full traceback of an error.")
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     hf = parser.add_argument_group("transformers models")
     hf.add_argument("--dtype", default="auto", help="e.g. bfloat16, float16, float32")
@@ -123,45 +140,81 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--judge-url", help="An OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     judge.add_argument("--judge-model", help="The model name to send to --judge-url.")
     judge.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="Environment variable with the key.")
-    judge.add_argument("--judge-timeout", type=float, default=60.0)
+    judge.add_argument("--judge-timeout", type=float, default=60.0, help="Seconds for one whole request.")
     judge.add_argument("--judge-retries", type=int, default=2)
+    judge.add_argument("--judge-temperature", type=float, default=0.2, help="LLaVA's value by default.")
+    judge.add_argument("--judge-max-tokens", type=int, default=1024, help="LLaVA's value by default.")
+    judge.add_argument(
+        "--judge-max-reply-bytes", type=int, default=1 << 20, help="Refuse judge replies larger than this."
+    )
     judge.add_argument("--judge-hf", metavar="PATH", help="A local causal LM to use as the judge instead.")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `lavin-eval`; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def _model_targets(args: argparse.Namespace) -> dict[str, tuple[str | None, str | None]]:
+    """Model name -> (model spec, adapter directory)."""
+    if args.adapter:
+        if len(args.model) > 1:
+            raise ValueError("--adapter takes at most one --model (its base model).")
+        name, sep, directory = args.adapter.partition("=")
+        name, directory = (name, directory) if sep else (Path(args.adapter).name, args.adapter)
+        base = args.model[0].partition("=")[2] or args.model[0] if args.model else None
+        if base is None and adapter_base(directory) is None:
+            raise ValueError(f"The adapter at {directory} names no base model; give it with --model.")
+        return {name: (base, directory)}
+    if not args.model:
+        raise ValueError("give at least one --model (or an --adapter).")
+    if args.merge_adapter is not None:
+        raise ValueError("--merge-adapter needs --adapter.")
+    targets: dict[str, tuple[str | None, str | None]] = {}
+    for spec in args.model:
+        name, sep, target = spec.partition("=")
+        name, target = (name, target) if sep else (Path(spec.split(":")[0]).name, spec)
+        if name in targets:
+            raise ValueError(f"two models are named {name!r}; name them with NAME=SPEC.")
+        targets[name] = (target, None)
+    return targets
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.judge_url and args.judge_hf:
-        raise SystemExit("error: give either --judge-url or --judge-hf, not both.")
+        raise ValueError("give either --judge-url or --judge-hf, not both.")
     judge = None
     if args.judge_url:
         if not args.judge_model:
-            raise SystemExit("error: --judge-url needs --judge-model (the model name the endpoint serves).")
+            raise ValueError("--judge-url needs --judge-model (the model name the endpoint serves).")
         judge = HTTPJudge(
             args.judge_url,
             args.judge_model,
             api_key_env=args.judge_api_key_env,
             timeout=args.judge_timeout,
             retries=args.judge_retries,
+            temperature=args.judge_temperature,
+            max_tokens=args.judge_max_tokens,
+            max_reply_bytes=args.judge_max_reply_bytes,
         )
-    elif args.judge_hf:
-        judge = load_hf_judge(args.judge_hf)
     tasks = build_tasks(args.task, args.task_option, judge)
+    targets = _model_targets(args)
+    if args.device is not None:
+        resolve_device(args.device)
+    # Every input is checked before anything is loaded or written: the data of each task, and earlier results.
+    for task in tasks:
+        task.load()
+        for name in targets:
+            _check_settings(Path(args.output_dir) / name / task.name / CONFIG_FILE, task.config(), args.overwrite)
+    if args.judge_hf:
+        judge = load_hf_judge(args.judge_hf)
+        for task in tasks:
+            if hasattr(task, "judge"):
+                task.judge = judge
     if judge is None and any(task.name == "llava_bench" for task in tasks):
         logger.warning("llava_bench without a judge: answers are generated and saved but not rated.")
 
-    targets: dict[str, str] = {}
-    for spec in args.model:
-        name, sep, target = spec.partition("=")
-        name, target = (name, target) if sep else (Path(spec.split(":")[0]).name, spec)
-        if name in targets:
-            raise SystemExit(f"error: two models are named {name!r}; name them with NAME=SPEC.")
-        targets[name] = target
     hf_kwargs = {"dtype": args.dtype, "device": args.device, "trust_remote_code": args.trust_remote_code}
+    if args.adapter:
+        hf_kwargs["merge_adapter"] = args.merge_adapter
     # A generator, so that each model is loaded only when its turn comes and freed before the next one.
-    models = ((name, load_model(target, **hf_kwargs)) for name, target in targets.items())
+    models = ((name, load_model(spec, adapter=adapter, **hf_kwargs)) for name, (spec, adapter) in targets.items())
     summaries = run_evaluation(
         models,
         tasks,
@@ -170,11 +223,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         limit=args.limit,
         max_new_tokens=args.max_new_tokens,
         retry_errors=args.retry_errors,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
     )
     sys.stdout.write(markdown_table(summaries, tasks))
     sys.stdout.write(f"\nResults in {Path(args.output_dir).resolve()}\n")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `lavin-eval`; returns the exit status. A bad input is one line on stderr and status 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except (ValueError, OSError, JudgeError, ImportError) as error:
+        if args.debug:
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        sys.stderr.write(f"lavin-eval: error: {message} (run with --debug for the traceback)\n")
+        return 2
 
 
 if __name__ == "__main__":

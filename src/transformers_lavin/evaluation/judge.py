@@ -1,15 +1,18 @@
 """Judges for open-ended answers: a local Hugging Face causal LM, or any OpenAI-compatible chat endpoint.
 
 A judge is any callable `(system, user) -> str`. Nothing is called unless a judge is given explicitly: there is no
-default endpoint and no default model. [`parse_judge_scores`] reads the two scores a review starts with.
+default endpoint and no default model (LLaVA's published numbers used `gpt-4-0314`). [`HFJudge`] decodes greedily
+(LLaVA samples at temperature 0.2), so that a local judge gives the same review twice. [`parse_judge_scores`] reads the two scores a review starts with.
 """
 
+import contextlib
+import http.client
 import json
 import os
-import re
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from typing import Any, Protocol
 
 
@@ -23,13 +26,12 @@ class Judge(Protocol):
     def __call__(self, system: str, user: str) -> str: ...
 
 
-_NUMBER = r"(-?\d+(?:\.\d+)?)"
-_SCORE_PAIR = re.compile(rf"^\s*{_NUMBER}\s*(?:,|\s)\s*{_NUMBER}\s*$")
-
-
 def parse_judge_scores(review: str) -> tuple[float, float]:
     """
-    Reads the two scores from the first non-empty line of a review, e.g. `"8 6"` or `"8, 6"`.
+    Reads the two scores from the first line of a review, as LLaVA's `parse_score` does
+    (`llava/eval/eval_gpt_review_bench.py`): the text before the first newline, commas replaced by spaces, split on
+    single spaces; exactly two pieces, each a number. So `"8 6"` and `"8,6"` are read, while `"8, 6"` (three pieces),
+    `"8  6"` and a review starting with an empty line are not.
 
     Args:
         review (`str`): The judge's reply.
@@ -38,16 +40,22 @@ def parse_judge_scores(review: str) -> tuple[float, float]:
         `tuple[float, float]`: the score of the first (reference) answer and of the second (model) answer.
 
     Raises:
-        `JudgeError`: if the first line is not two numbers in [0, 10].
+        `JudgeError`: if the first line is not read as two numbers.
     """
-    first_line = next((line for line in review.splitlines() if line.strip()), "")
-    match = _SCORE_PAIR.match(first_line)
-    if match is None:
-        raise JudgeError(f"The judge's reply does not start with two scores: {first_line[:200]!r}")
-    scores = float(match.group(1)), float(match.group(2))
-    if not all(0 <= score <= 10 for score in scores):
-        raise JudgeError(f"The judge's scores must lie in [0, 10]; got {scores}.")
-    return scores
+    first_line = review.split("\n")[0]
+    pieces = first_line.replace(",", " ").split(" ")
+    try:
+        if len(pieces) != 2:
+            raise ValueError
+        return float(pieces[0]), float(pieces[1])
+    except ValueError:
+        raise JudgeError(f"The judge's reply does not start with two scores: {first_line[:200]!r}") from None
+
+
+class _HTTPStatus(Exception):
+    def __init__(self, status: int, reason: str, location: str | None) -> None:
+        super().__init__(f"HTTP {status} {reason}")
+        self.status, self.reason, self.location = status, reason, location
 
 
 class HTTPJudge:
@@ -55,19 +63,26 @@ class HTTPJudge:
     A judge behind an OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, TGI, llama.cpp server, ...).
     Uses only the standard library.
 
+    Hostile or broken servers are bounded: redirects are never followed (the key would travel to another address, and
+    a redirected POST turns into a GET), so a 3xx reply is an error naming its target; a reply body larger than
+    `max_reply_bytes` is refused; and `timeout` is a deadline for the whole request (connect, send, the reply to its
+    last byte), so a server that trickles bytes cannot hold a run.
+
     Args:
         url (`str`):
             The endpoint, e.g. `"http://127.0.0.1:8000/v1/chat/completions"`. A URL ending in `/v1` gets
             `/chat/completions` appended.
         model (`str`): The model name sent in the request.
-        api_key (`str`, *optional*): Sent as a bearer token; defaults to the environment variable `api_key_env`.
+        api_key (`str`, *optional*): Sent as a bearer token, to this URL only; defaults to the environment variable
+            `api_key_env`.
         api_key_env (`str`, *optional*, defaults to `"OPENAI_API_KEY"`): Where to read the key when none is given.
-        timeout (`float`, *optional*, defaults to 60): Seconds to wait for one reply.
+        timeout (`float`, *optional*, defaults to 60): Seconds for one whole request.
         retries (`int`, *optional*, defaults to 2): Further attempts after a timeout, a connection error, a 429 or
             a 5xx reply, with exponential backoff starting at `backoff` seconds.
         backoff (`float`, *optional*, defaults to 1.0)
-        max_tokens (`int`, *optional*, defaults to 256)
-        temperature (`float`, *optional*, defaults to 0.0)
+        max_tokens (`int`, *optional*, defaults to 1024): LLaVA's value.
+        temperature (`float`, *optional*, defaults to 0.2): LLaVA's value.
+        max_reply_bytes (`int`, *optional*, defaults to 1 MiB): The largest reply body accepted.
     """
 
     def __init__(
@@ -79,8 +94,9 @@ class HTTPJudge:
         timeout: float = 60.0,
         retries: int = 2,
         backoff: float = 1.0,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
+        max_tokens: int = 1024,
+        temperature: float = 0.2,
+        max_reply_bytes: int = 1 << 20,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"The judge URL must start with http:// or https://; got {url!r}.")
@@ -92,14 +108,53 @@ class HTTPJudge:
         self.backoff = backoff
         self.max_tokens = max_tokens
         self.temperature = temperature
+        self.max_reply_bytes = max_reply_bytes
 
     def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
+        parts = urllib.parse.urlsplit(self.url)
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=json.dumps(payload).encode(), headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            body = response.read().decode("utf-8", errors="replace")
+        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = connection_class(parts.hostname, parts.port, timeout=self.timeout)
+        expired = threading.Event()
+
+        def abort() -> None:
+            # The deadline of the whole request: wake a read that a trickling server keeps alive.
+            expired.set()
+            if connection.sock is not None:
+                with contextlib.suppress(OSError):
+                    connection.sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(self.timeout, abort)
+        timer.start()
+        try:
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            connection.request("POST", target, body=json.dumps(payload).encode(), headers=headers)
+            response = connection.getresponse()
+            chunks, size = [], 0
+            while chunk := response.read1(65536):
+                size += len(chunk)
+                if size > self.max_reply_bytes:
+                    raise JudgeError(
+                        f"The judge at {self.url} sent a reply larger than {self.max_reply_bytes} bytes; raise "
+                        "max_reply_bytes (--judge-max-reply-bytes) if that is expected."
+                    )
+                chunks.append(chunk)
+                if expired.is_set():
+                    break
+            if expired.is_set():
+                raise TimeoutError(f"no complete reply within {self.timeout} s")
+        except (OSError, http.client.HTTPException) as error:
+            if expired.is_set():
+                raise TimeoutError(f"no complete reply within {self.timeout} s") from error
+            raise ConnectionError(str(error) or type(error).__name__) from error
+        finally:
+            timer.cancel()
+            connection.close()
+        if response.status >= 300:
+            raise _HTTPStatus(response.status, response.reason, response.getheader("Location"))
+        body = b"".join(chunks).decode("utf-8", errors="replace")
         try:
             return json.loads(body)
         except json.JSONDecodeError as error:
@@ -118,14 +173,20 @@ class HTTPJudge:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
                 reply = self._post(payload)
-            except urllib.error.HTTPError as error:
+            except _HTTPStatus as error:
                 last_error = error
-                if error.code == 429 or error.code >= 500:
+                if error.status == 429 or error.status >= 500:
                     continue
+                if 300 <= error.status < 400:
+                    raise JudgeError(
+                        f"The judge at {self.url} redirected the request (HTTP {error.status}) to {error.location!r}. "
+                        "Redirects are not followed, so the API key never leaves the host it was given for; give "
+                        "the final URL with --judge-url."
+                    ) from None
                 raise JudgeError(
-                    f"The judge at {self.url} refused the request: HTTP {error.code} {error.reason}"
-                ) from error
-            except (TimeoutError, urllib.error.URLError, ConnectionError) as error:
+                    f"The judge at {self.url} refused the request: HTTP {error.status} {error.reason}"
+                ) from None
+            except (TimeoutError, ConnectionError) as error:
                 last_error = error
                 continue
             try:

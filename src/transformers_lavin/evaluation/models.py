@@ -8,6 +8,7 @@
 import importlib
 import importlib.util
 import inspect
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -143,29 +144,91 @@ class HFModelAdapter:
         return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
 
 
+def resolve_device(device: str | None) -> str:
+    """
+    The device to run on: `device` as given (checked), else CUDA when available, else CPU.
+
+    Raises:
+        `ValueError`: when a CUDA device is asked for on a machine without CUDA, or the index does not exist.
+    """
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device} was asked for, but this machine has no CUDA GPU; use --device cpu.")
+        index = device.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s).")
+    return device
+
+
+def adapter_base(adapter: str | Path) -> str | None:
+    """The base model an adapter directory was trained on (`base_model_name_or_path` of `adapter_config.json`)."""
+    config_path = Path(adapter) / "adapter_config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"No adapter_config.json in {adapter}: --adapter takes a directory written by PeftModel.save_pretrained."
+        )
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path") or None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_path} is not valid JSON: {error}") from error
+
+
 def load_hf_model(
-    name_or_path: str, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False
+    name_or_path: str | None,
+    dtype: str = "auto",
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    adapter: str | Path | None = None,
+    merge_adapter: str | None = None,
 ) -> HFModelAdapter:
     """
-    Loads a model with `AutoModelForImageTextToText` and `AutoProcessor` and wraps it in [`HFModelAdapter`].
+    Loads a model with `AutoModelForImageTextToText` and `AutoProcessor` and wraps it in [`HFModelAdapter`],
+    optionally with a PEFT adapter (MMA, LoRA, ...) on top.
 
     Args:
-        name_or_path (`str`): A local directory or a Hub id.
+        name_or_path (`str`, *optional*): A local directory or a Hub id; with `adapter`, defaults to the adapter's
+            base model.
         dtype (`str`, *optional*, defaults to `"auto"`): E.g. `"bfloat16"`.
         device (`str`, *optional*): E.g. `"cuda"`; defaults to CUDA when available, else CPU.
         trust_remote_code (`bool`, *optional*, defaults to `False`)
+        adapter (`str | Path`, *optional*): A directory written by `PeftModel.save_pretrained`.
+        merge_adapter (`str`, *optional*): Fold the adapter into the base weights before evaluating: `"yes"` for a
+            plain `merge_and_unload()`, or a modality (`"image"`, `"text"`) for MMA, whose merge holds for one
+            modality. `None` evaluates the unmerged `PeftModel`.
     """
-    import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    import transformers_lavin  # noqa: F401  (registers "lavin" with the Auto classes)
+    import transformers_lavin  # noqa: F401  (registers "lavin" with the Auto classes and MMA with PEFT)
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForImageTextToText.from_pretrained(
-        name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
-    ).to(device)
-    processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    return HFModelAdapter(model, processor)
+    device = resolve_device(device)
+    if adapter is not None:
+        name_or_path = name_or_path or adapter_base(adapter)
+        if not name_or_path:
+            raise ValueError(f"The adapter at {adapter} names no base model; give it with --model.")
+    elif merge_adapter is not None:
+        raise ValueError("merge_adapter needs an adapter.")
+    if name_or_path is None:
+        raise ValueError("Give a model directory or Hub id.")
+    model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype, trust_remote_code=trust_remote_code)
+    processor_source = name_or_path
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+        if merge_adapter is not None:
+            kwargs = {} if merge_adapter == "yes" else {"modality": merge_adapter}
+            model = model.merge_and_unload(**kwargs)
+        # A processor saved with the adapter wins over the base model's.
+        if (Path(adapter) / "preprocessor_config.json").is_file() or (
+            Path(adapter) / "processor_config.json"
+        ).is_file():
+            processor_source = str(adapter)
+    processor = AutoProcessor.from_pretrained(processor_source, trust_remote_code=trust_remote_code)
+    return HFModelAdapter(model.to(device), processor)
 
 
 def load_callable(spec: str) -> CallableAdapter:
@@ -192,11 +255,14 @@ def load_callable(spec: str) -> CallableAdapter:
     return CallableAdapter(getattr(module, attribute))
 
 
-def load_model(spec: str, **kwargs: Any) -> ModelAdapter:
+def load_model(spec: str | None, adapter: str | Path | None = None, **kwargs: Any) -> ModelAdapter:
     """
     A model from a spec: `module:function` or `file.py:function` gives a [`CallableAdapter`]; anything else is a
-    model directory or Hub id for [`load_hf_model`] (which gets `kwargs`).
+    model directory or Hub id for [`load_hf_model`] (which gets `adapter` and `kwargs`). With `adapter`, `spec` may be
+    `None` (the adapter's base model).
     """
-    head, sep, _ = spec.rpartition(":")
-    is_callable = sep and (head.endswith(".py") or (not Path(spec).exists() and "/" not in head))
-    return load_callable(spec) if is_callable else load_hf_model(spec, **kwargs)
+    if spec is not None and adapter is None:
+        head, sep, _ = spec.rpartition(":")
+        if sep and (head.endswith(".py") or (not Path(spec).exists() and "/" not in head)):
+            return load_callable(spec)
+    return load_hf_model(spec, adapter=adapter, **kwargs)

@@ -7,7 +7,10 @@ Output layout, for each model and task:
 {output_dir}/{model_name}/{task}/summary.json    # metrics computed from results.jsonl
 {output_dir}/{model_name}/{task}/config.json     # the task's settings
 ```
-Running again with the same output directory skips the samples already in `results.jsonl`.
+Running again with the same output directory skips the samples already in `results.jsonl`, provided the task's
+settings (`config.json`) are the same; different settings are refused unless `overwrite=True`, which starts afresh.
+Files that are rewritten rather than appended to are written beside their target, synced, and renamed over it, so an
+interruption or a full disk leaves either the old file or the new one, never a part.
 """
 
 import json
@@ -28,6 +31,31 @@ logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.json"
+
+
+class SettingsMismatchError(ValueError):
+    """An output directory holds results made with other settings than the ones asked for."""
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """
+    Writes `text` to `path` atomically: to a temporary file beside it, synced to disk, then renamed over `path`.
+
+    Args:
+        path (`str | Path`): The target file.
+        text (`str`): Its new content (UTF-8).
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        with temporary.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def as_adapter(model: Any) -> ModelAdapter:
@@ -72,18 +100,45 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
                 with path.open("r+b") as truncate:
                     truncate.truncate(good_bytes)
                 break
+            if not line.endswith(b"\n"):
+                # A complete record whose newline was never written: end the line, or the next append would join it.
+                logger.warning("The last line of %s lacked its newline (an interrupted write); added it.", path)
+                with path.open("ab") as append:
+                    append.write(b"\n")
             good_bytes += len(line)
     return records
 
 
 def _load_images(sample: Sample) -> list[Image.Image]:
     images = []
-    for path in sample.images:
+    for item in sample.images:
         try:
-            images.append(load_image(path))
-        except ValueError as error:
-            raise OSError(f"cannot read image {path}: {error}") from error
+            # Hub tables give lazy references (`TableImage`); official layouts give paths.
+            images.append(load_image(item.load() if hasattr(item, "load") else item))
+        except (ValueError, OSError, Image.DecompressionBombError) as error:
+            raise OSError(f"cannot read image {item}: {error}") from error
     return images
+
+
+def _check_settings(config_path: Path, config: Mapping[str, Any], overwrite: bool) -> bool:
+    """Whether earlier results may be kept; raises when they were made with other settings and not `overwrite`."""
+    if not config_path.is_file():
+        return True
+    try:
+        old = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        old = {}
+    new = json.loads(json.dumps(config, default=str))
+    if old == new:
+        return True
+    if overwrite:
+        return False
+    changed = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
+    details = "; ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in changed)
+    raise SettingsMismatchError(
+        f"{config_path.parent} holds results made with other settings ({details}). Use another output directory, "
+        "or pass overwrite=True (--overwrite) to discard those results."
+    )
 
 
 def _write(handle: Any, record: Mapping[str, Any]) -> None:
@@ -99,6 +154,7 @@ def run_task(
     limit: int | None = None,
     max_new_tokens: int | None = None,
     retry_errors: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
@@ -118,6 +174,8 @@ def run_task(
         limit (`int`, *optional*): Evaluate only the first `limit` samples.
         max_new_tokens (`int`, *optional*): Overrides the task's generation length.
         retry_errors (`bool`, *optional*, defaults to `False`): Generate again for samples recorded with an error.
+        overwrite (`bool`, *optional*, defaults to `False`): Discard earlier results made with other settings
+            (otherwise a [`SettingsMismatchError`] says what differs).
         progress (`bool`, *optional*, defaults to `True`): Show a progress bar.
         on_batch (`Callable[[int], None]`, *optional*): Called with the number of finished samples after each batch.
 
@@ -128,19 +186,20 @@ def run_task(
         raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
     adapter = as_adapter(model)
     run_dir = Path(output_dir) / model_name / task.name
-    run_dir.mkdir(parents=True, exist_ok=True)
     samples = task.load()[:limit] if limit else task.load()
     ids = [sample.id for sample in samples]
     if len(set(ids)) != len(ids):
         raise ValueError(f"Task {task.name!r} has duplicate sample ids; ids must be unique to resume runs.")
-    (run_dir / "config.json").write_text(json.dumps(task.config(), indent=2, default=str))
+    config_path, results_path = run_dir / CONFIG_FILE, run_dir / RESULTS_FILE
+    keep = _check_settings(config_path, task.config(), overwrite)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not keep:
+        results_path.unlink(missing_ok=True)
+    write_atomic(config_path, json.dumps(task.config(), indent=2, default=str))
 
-    results_path = run_dir / RESULTS_FILE
     records = {r["id"]: r for r in read_results(results_path) if not (retry_errors and r.get("error"))}
     if retry_errors:
-        with results_path.open("w", encoding="utf-8") as handle:
-            for record in records.values():
-                _write(handle, record)
+        write_atomic(results_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records.values()))
     todo = [sample for sample in samples if sample.id not in records]
     budget = max_new_tokens or task.max_new_tokens
 
@@ -176,9 +235,11 @@ def run_task(
                 output = outputs.get(sample.id, "")
                 record = {"id": sample.id, "prompt": sample.prompt, "output": output, "target": sample.target}
                 record["meta"] = sample.meta
-                record.update(task.score(sample, output))
                 if sample.id in errors:
+                    record.update(task.score_failed(sample))
                     record["error"] = errors[sample.id]
+                else:
+                    record.update(task.score(sample, output))
                 records[sample.id] = record
                 _write(handle, record)
             handle.flush()
@@ -195,7 +256,7 @@ def run_task(
         "n_errors": sum(bool(r.get("error")) for r in ordered),
         "error_ids": [r["id"] for r in ordered if r.get("error")][:20],
     }
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
     return summary
 
 

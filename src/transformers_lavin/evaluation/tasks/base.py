@@ -34,13 +34,16 @@ class Task(ABC):
     turns one generation into a JSON record and [`summarize`] turns all records into metrics. The summary is computed
     from the records alone, so a resumed run ends with the same numbers as an uninterrupted one.
 
-    Subclasses set `name`, `max_new_tokens` (generation budget) and `headline_metrics` (the keys of the summary
-    shown in tables and charts, in order).
+    Subclasses set `name`, `max_new_tokens` (generation budget), `headline_metrics` (the keys of the summary shown in
+    tables and charts, in order), `overall_metric` (the one key shown in the overall chart) and `unit` (what the
+    headline numbers are, for chart axes).
     """
 
     name: str = ""
     max_new_tokens: int = 32
     headline_metrics: Sequence[str] = ()
+    overall_metric: str = ""
+    unit: str = "accuracy (%)"
 
     @abstractmethod
     def load(self) -> list[Sample]:
@@ -49,6 +52,11 @@ class Task(ABC):
     @abstractmethod
     def score(self, sample: Sample, output: str) -> dict[str, Any]:
         """The per-sample fields saved with the generation (must be JSON-serialisable)."""
+
+    def score_failed(self, sample: Sample) -> dict[str, Any]:
+        """The per-sample fields of a sample that got no output (unreadable image, failed batch): it counts as wrong."""
+        fields = self.score(sample, "")
+        return {**fields, "correct": False} if "correct" in fields else fields
 
     @abstractmethod
     def summarize(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

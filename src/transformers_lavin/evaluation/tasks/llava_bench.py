@@ -7,9 +7,15 @@ answers_gpt4.jsonl   # {"question_id": 0, "text": "the reference answer"}
 context.jsonl        # optional: {"image": "001.jpg", "caption": "what the judge is told about the image"}
 images/              # the images named in questions.jsonl
 ```
-For each question the judge sees the image description, the question, the reference answer (assistant 1) and the
-model's answer (assistant 2), and rates both from 1 to 10. The relative score of a category is
-`100 * sum(model scores) / sum(reference scores)` over the questions the judge rated.
+Hub layout (`lmms-lab/llava-bench-in-the-wild`): columns `question_id`, `question`, `image`, `caption` (the
+context), `gpt_answer` (the reference answer) and `category`.
+The judge request is LLaVA's (`llava/eval/eval_gpt_review_bench.py` and `llava/eval/table/rule.json` in
+`haotian-liu/LLaVA`), so relative scores can be compared with published ones: the same system message, the same
+review instruction (the two strings are LLaVA's text, copied verbatim because any change would change the scores), the
+same layout of context, question and the two answers, with the reference answer as assistant 1. A context given as a
+list of lines is joined with newlines, as LLaVA does. The judge's first line is read as LLaVA reads it (see
+[`~judge.parse_judge_scores`]). The relative score of a category is `100 * mean(model scores) / mean(reference
+scores)`, LLaVA's `summarize_gpt_review.py`.
 """
 
 from collections.abc import Mapping, Sequence
@@ -18,34 +24,49 @@ from typing import Any
 
 from ..judge import Judge, JudgeError, parse_judge_scores
 from .base import Sample, Task, read_jsonl, require_fields
+from .sources import TableImage, load_hub_table, resolve_inside, table_root, use_hub_layout
 
 CATEGORIES = {"conv": "conversation", "detail": "detailed description", "complex": "complex reasoning"}
+REVIEW_RULES = ("official", "skip")
 
-JUDGE_SYSTEM = "You are a careful, impartial reviewer of answers given by AI assistants about images."
-_JUDGE_INSTRUCTION = (
-    "Two AI assistants answered the question above about an image you cannot see; the description tells you what it "
-    "shows. The task is {category}. Rate each answer for helpfulness, relevance, accuracy and level of detail, from 1 "
-    "(worst) to 10 (best). On the first line write only the two scores, assistant 1 first, separated by a space. Then "
-    "explain your rating in a few sentences, without letting the order of the answers or their length sway you."
+# LLaVA's strings, verbatim (see the module docstring); rule.json gives the same instruction for all three categories.
+JUDGE_SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
+JUDGE_ROLE = "Assistant"
+JUDGE_INSTRUCTION = (
+    "We would like to request your feedback on the performance of two AI assistants in response to the user "
+    "question displayed above. The user asks the question on observing an image. For your reference, the visual "
+    "content in the image is represented with a few sentences describing the image. \nPlease rate the helpfulness, "
+    "relevance, accuracy, level of details of their responses. Each assistant receives an overall score on a scale "
+    "of 1 to 10, where a higher score indicates better overall performance.\nPlease first output a single line "
+    "containing only two values indicating the scores for Assistant 1 and 2, respectively. The two scores are "
+    "separated by a space.\nIn the subsequent line, please provide a comprehensive explanation of your evaluation, "
+    "avoiding any potential bias and ensuring that the order in which the responses were presented does not affect "
+    "your judgment."
 )
+# What LLaVA's summary counts for a review whose first line it cannot read.
+UNREADABLE_SCORES = (-1.0, -1.0)
 
 
-def judge_prompt(context: str, question: str, reference: str, answer: str, category: str) -> str:
+def context_text(caption: str | Sequence[str]) -> str:
+    """The image description given to the judge: a list of lines is joined with newlines, as LLaVA does."""
+    return caption if isinstance(caption, str) else "\n".join(str(line) for line in caption)
+
+
+def judge_prompt(context: str | Sequence[str], question: str, reference: str, answer: str) -> str:
     """
-    The user message sent to the judge for one question.
+    The user message sent to the judge for one question, laid out as LLaVA lays it out.
 
     Args:
-        context (`str`): The description of the image (captions, boxes).
+        context (`str | Sequence[str]`): The description of the image (captions, boxes), text or a list of lines.
         question (`str`): The question asked.
         reference (`str`): The reference answer (assistant 1).
         answer (`str`): The model's answer (assistant 2).
-        category (`str`): `"conv"`, `"detail"` or `"complex"`.
     """
-    instruction = _JUDGE_INSTRUCTION.format(category=CATEGORIES.get(category, category))
+    role = JUDGE_ROLE
     return (
-        f"[Image description]\n{context}\n\n[Question]\n{question}\n\n"
-        f"[Assistant 1]\n{reference}\n[End of assistant 1]\n\n[Assistant 2]\n{answer}\n[End of assistant 2]\n\n"
-        f"[Instructions]\n{instruction}"
+        f"[Context]\n{context_text(context)}\n\n[Question]\n{question}\n\n"
+        f"[{role} 1]\n{reference}\n\n[End of {role} 1]\n\n[{role} 2]\n{answer}\n\n[End of {role} 2]\n\n"
+        f"[System]\n{JUDGE_INSTRUCTION}\n\n"
     )
 
 
@@ -59,10 +80,16 @@ class LlavaBenchTask(Task):
             [`~judge.HFJudge`]. Without one, answers are generated and saved but not rated (`n_judged` is 0).
         image_dir (`str | Path`, *optional*): Defaults to `data_dir/images`.
         questions_file, answers_file, context_file (`str`, *optional*): File names inside `data_dir`.
+        unreadable_reviews (`str`, *optional*, defaults to `"official"`): A review whose first line cannot be read
+            counts as scores (-1, -1), as in LLaVA's summary; `"skip"` (a project rule) leaves it out instead.
+        layout (`str`, *optional*, defaults to `"auto"`): `"official"`, `"hub"` or `"auto"` (see [`~tasks.sources`]).
+        hub_split (`str`, *optional*, defaults to `"train"`): The split read from a Hub id.
         max_new_tokens (`int`, *optional*, defaults to 512)
     """
 
     name = "llava_bench"
+    overall_metric = "overall"
+    unit = "relative score (% of the reference answer)"
     headline_metrics = ("overall", "conv", "detail", "complex")
 
     def __init__(
@@ -73,18 +100,49 @@ class LlavaBenchTask(Task):
         questions_file: str = "questions.jsonl",
         answers_file: str = "answers_gpt4.jsonl",
         context_file: str = "context.jsonl",
+        unreadable_reviews: str = "official",
+        layout: str = "auto",
+        hub_split: str = "train",
         max_new_tokens: int = 512,
     ) -> None:
+        if unreadable_reviews not in REVIEW_RULES:
+            raise ValueError(
+                f"Unknown unreadable_reviews {unreadable_reviews!r}; choose from {', '.join(REVIEW_RULES)}."
+            )
         self.data_dir = Path(data_dir)
+        self.unreadable_reviews = unreadable_reviews
+        self.hub, self.hub_split = use_hub_layout(data_dir, layout), hub_split
         self.judge = judge
         self.image_dir = Path(image_dir) if image_dir else self.data_dir / "images"
         self.questions_file, self.answers_file, self.context_file = questions_file, answers_file, context_file
         self.max_new_tokens = max_new_tokens
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "judge": type(self.judge).__name__ if self.judge else None}
+        return {
+            **super().config(),
+            "judge": type(self.judge).__name__ if self.judge else None,
+            "unreadable_reviews": self.unreadable_reviews,
+            "data": str(self.data_dir),
+        }
+
+    def _load_hub(self) -> list[Sample]:
+        columns = ("question_id", "question", "image", "caption", "gpt_answer", "category")
+        table = load_hub_table(self.data_dir, self.hub_split, columns, "LLaVA-Bench table")
+        root = table_root(self.data_dir)
+        return [
+            Sample(
+                id=str(row["question_id"]),
+                prompt=row["question"],
+                images=[TableImage(table, index, "image", root)],
+                target=row["gpt_answer"],
+                meta={"category": row["category"], "context": context_text(row["caption"] or "")},
+            )
+            for index, row in enumerate(table.remove_columns("image"))
+        ]
 
     def load(self) -> list[Sample]:
+        if self.hub:
+            return self._load_hub()
         questions = read_jsonl(self.data_dir / self.questions_file, "LLaVA-Bench questions")
         answers = {}
         for number, row in enumerate(read_jsonl(self.data_dir / self.answers_file, "LLaVA-Bench answers"), 1):
@@ -107,9 +165,11 @@ class LlavaBenchTask(Task):
                 Sample(
                     id=qid,
                     prompt=row["text"],
-                    images=[str(self.image_dir / row["image"])],
+                    images=[
+                        str(resolve_inside(self.image_dir, row["image"], f"Record {number} of {self.questions_file}"))
+                    ],
                     target=answers[qid],
-                    meta={"category": row["category"], "context": contexts.get(row["image"], "")},
+                    meta={"category": row["category"], "context": context_text(contexts.get(row["image"], ""))},
                 )
             )
         return samples
@@ -117,14 +177,25 @@ class LlavaBenchTask(Task):
     def score(self, sample: Sample, output: str) -> dict[str, Any]:
         if self.judge is None:
             return {"reference_score": None, "model_score": None, "judge_error": "no judge given"}
-        prompt = judge_prompt(sample.meta["context"], sample.prompt, sample.target, output, sample.meta["category"])
-        review = None
+        prompt = judge_prompt(sample.meta["context"], sample.prompt, sample.target, output)
         try:
             review = self.judge(JUDGE_SYSTEM, prompt)
+        except JudgeError as error:
+            # No reply at all (LLaVA retries forever instead): recorded, left out of the scores, counted.
+            return {"reference_score": None, "model_score": None, "judge_error": str(error), "review": None}
+        try:
             reference_score, model_score = parse_judge_scores(review)
         except JudgeError as error:
-            # A failed rating is recorded, not fatal: the sample drops out of the scores and is counted.
-            return {"reference_score": None, "model_score": None, "judge_error": str(error), "review": review}
+            if self.unreadable_reviews == "skip":
+                return {"reference_score": None, "model_score": None, "judge_error": str(error), "review": review}
+            # LLaVA's summary averages an unreadable review in as (-1, -1).
+            reference_score, model_score = UNREADABLE_SCORES
+            return {
+                "reference_score": reference_score,
+                "model_score": model_score,
+                "unreadable_review": str(error),
+                "review": review,
+            }
         return {"reference_score": reference_score, "model_score": model_score, "review": review}
 
     def summarize(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -137,6 +208,8 @@ class LlavaBenchTask(Task):
             summary[group] = 100.0 * model_total / reference_total if reference_total else None
             summary[f"{group}/model_mean"] = model_total / len(rows) if rows else None
             summary[f"{group}/reference_mean"] = reference_total / len(rows) if rows else None
+        summary["unreadable_reviews"] = self.unreadable_reviews
+        summary["n_unreadable_reviews"] = sum(bool(r.get("unreadable_review")) for r in records)
         summary["n"] = len(records)
         summary["n_judged"] = len(judged)
         summary["n_judge_failures"] = len(records) - len(judged)

@@ -6,6 +6,9 @@ problems.json      # {qid: {question, choices, answer, hint, image, subject, gra
 pid_splits.json    # {"train": [qid, ...], "val": [...], "test": [...], ...}
 images/{split}/{qid}/image.png   # for problems whose "image" is not null
 ```
+Hub layout (`derek-thomas/ScienceQA`): columns `image` (or null), `question`, `choices`, `answer` (an index), `hint`,
+`subject`, `grade`, `lecture`, `solution`; the prompt is built by the same [`build_prompt`] as for the official files.
+The split is `split` (`"validation"` for the official `"val"`); sample ids are the row numbers.
 """
 
 from collections.abc import Mapping, Sequence
@@ -14,10 +17,21 @@ from typing import Any
 
 import datasets
 
-from ...data.prompts import DEFAULT_PROMPT_FORMAT
+from ...data.prompts import DEFAULT_PROMPT_FORMAT, build_prompt
 from ...data.scienceqa import load_scienceqa
-from ..metrics.scienceqa import OPTION_LETTERS, SCIENCEQA_COLUMNS, extract_answer, problem_columns, scienceqa_scores
+from ..metrics.scienceqa import (
+    ANSWER_RULES,
+    OPTION_LETTERS,
+    SCIENCEQA_COLUMNS,
+    extract_answer,
+    problem_columns,
+    scienceqa_scores,
+)
 from .base import Sample, Task
+from .sources import TableImage, load_hub_table, resolve_inside, table_root, use_hub_layout
+
+_HUB_COLUMNS = ("image", "question", "choices", "answer", "hint", "subject", "grade", "lecture", "solution")
+_HUB_SPLITS = {"val": "validation"}
 
 
 class ScienceQATask(Task):
@@ -38,10 +52,14 @@ class ScienceQATask(Task):
         captions_file (`str | Path`, *optional*): `{"captions": {qid: caption}}`; defaults to `data_dir/captions.json`.
         instruction (`str`, *optional*, defaults to `""`): Text appended to every prompt after a newline, e.g. to
             ask a model not trained on LaVIN's format to answer with `The answer is X.`.
+        answer_rule (`str`, *optional*, defaults to `"official"`): The reference rule only, or the project's
+            `"lenient"` fallbacks (see [`~metrics.scienceqa.extract_answer`]).
+        layout (`str`, *optional*, defaults to `"auto"`): `"official"`, `"hub"` or `"auto"` (see [`~tasks.sources`]).
         max_new_tokens (`int`, *optional*, defaults to 64): The reference's generation length.
     """
 
     name = "scienceqa"
+    overall_metric = "Avg"
     headline_metrics = SCIENCEQA_COLUMNS
 
     def __init__(
@@ -52,9 +70,15 @@ class ScienceQATask(Task):
         use_caption: bool = False,
         captions_file: str | Path | None = None,
         instruction: str = "",
+        answer_rule: str = "official",
+        layout: str = "auto",
         max_new_tokens: int = 64,
     ) -> None:
+        if answer_rule not in ANSWER_RULES:
+            raise ValueError(f"Unknown ScienceQA answer_rule {answer_rule!r}; choose from {', '.join(ANSWER_RULES)}.")
         self.data_dir = Path(data_dir)
+        self.answer_rule = answer_rule
+        self.hub = use_hub_layout(data_dir, layout)
         self.split = split
         self.prompt_format = prompt_format
         self.use_caption = use_caption
@@ -69,9 +93,36 @@ class ScienceQATask(Task):
             "prompt_format": self.prompt_format,
             "use_caption": self.use_caption,
             "instruction": self.instruction,
+            "answer_rule": self.answer_rule,
+            "data": str(self.data_dir),
         }
 
+    def _with_instruction(self, prompt: str) -> str:
+        return f"{prompt}\n{self.instruction}" if self.instruction else prompt
+
+    def _load_hub(self) -> list[Sample]:
+        split = _HUB_SPLITS.get(self.split, self.split)
+        table = load_hub_table(self.data_dir, split, _HUB_COLUMNS, "ScienceQA table")
+        root = table_root(self.data_dir)
+        samples = []
+        for index, row in enumerate(table.remove_columns("image")):
+            has_image = table[index]["image"] is not None
+            prompt, _ = build_prompt(row, self.prompt_format, self.use_caption)
+            columns = problem_columns(row["subject"], row["grade"], bool(row["hint"]), has_image)
+            samples.append(
+                Sample(
+                    id=str(row.get("id", index)),
+                    prompt=self._with_instruction(prompt),
+                    images=[TableImage(table, index, "image", root)] if has_image else [],
+                    target=int(row["answer"]),
+                    meta={"choices": row["choices"], "columns": columns},
+                )
+            )
+        return samples
+
     def load(self) -> list[Sample]:
+        if self.hub:
+            return self._load_hub()
         dataset = load_scienceqa(self.data_dir, self.split, self.prompt_format, self.use_caption, self.captions_file)
         # Paths, not decoded pixels: the runner opens images batch by batch.
         dataset = dataset.cast_column("images", datasets.List(datasets.Image(decode=False)))
@@ -79,14 +130,13 @@ class ScienceQATask(Task):
         for row in dataset:
             # The user turn holds the prompt text after the (optional) image placeholder.
             prompt = next(part["text"] for part in row["prompt"][0]["content"] if part["type"] == "text")
-            if self.instruction:
-                prompt = f"{prompt}\n{self.instruction}"
             columns = problem_columns(row["subject"], row["grade"], row["has_text"], row["has_image"])
+            where = f"ScienceQA problem {row['id']!r}"
             samples.append(
                 Sample(
                     id=row["id"],
-                    prompt=prompt,
-                    images=[image["path"] for image in row["images"]],
+                    prompt=self._with_instruction(prompt),
+                    images=[str(resolve_inside(self.data_dir, image["path"], where)) for image in row["images"]],
                     target=OPTION_LETTERS.index(row["answer"]),
                     meta={"choices": row["choices"], "columns": columns},
                 )
@@ -94,10 +144,16 @@ class ScienceQATask(Task):
         return samples
 
     def score(self, sample: Sample, output: str) -> dict[str, Any]:
-        prediction = extract_answer(output, sample.meta["choices"])
+        prediction = extract_answer(output, sample.meta["choices"], self.answer_rule)
         return {"prediction": prediction, "parsed": prediction is not None, "correct": prediction == sample.target}
 
     def summarize(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         unparsed = [record["id"] for record in records if not record["parsed"]]
         scores = scienceqa_scores({"correct": r["correct"], "columns": r["meta"]["columns"]} for r in records)
-        return {**scores, "n": len(records), "n_unparsed": len(unparsed), "unparsed_ids": unparsed[:20]}
+        return {
+            **scores,
+            "answer_rule": self.answer_rule,
+            "n": len(records),
+            "n_unparsed": len(unparsed),
+            "unparsed_ids": unparsed[:20],
+        }

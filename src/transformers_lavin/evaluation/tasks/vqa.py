@@ -7,14 +7,17 @@ Standard layout (the official VQAv2 files), under one data directory:
                      #                   "answer_type": "other"}]}
 images/              # COCO_val2014_000000000042.jpg, named by `image_pattern`
 ```
+Hub layout (`lmms-lab/VQAv2`, `HuggingFaceM4/VQAv2`): columns `question_id`, `question`, `answers` (a list of
+`{answer, answer_confidence, answer_id}`, or of strings), `image`, and `answer_type` when present (else "other").
 """
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..metrics.vqa import vqa_accuracy
+from ..metrics.vqa import NORMALIZE_RULES, vqa_accuracy
 from .base import Sample, Task, read_json, require_fields
+from .sources import TableImage, load_hub_table, resolve_inside, table_root, use_hub_layout
 
 
 def _find(data_dir: Path, given: str | Path | None, pattern: str, what: str) -> Path:
@@ -39,11 +42,15 @@ class VQATask(Task):
         image_dir (`str | Path`, *optional*): Defaults to `data_dir/images`.
         image_pattern (`str`, *optional*, defaults to `"COCO_val2014_{image_id:012d}.jpg"`): Image file name.
         instruction (`str`, *optional*, defaults to `"Answer the question using a single word or phrase."`)
-        leave_one_out (`bool`, *optional*, defaults to `True`): See [`~metrics.vqa.vqa_accuracy`].
+        normalize (`str`, *optional*, defaults to `"official"`): When answers are processed; `"official"` or the
+            project's `"always"` (see [`~metrics.vqa.vqa_accuracy`]).
+        layout (`str`, *optional*, defaults to `"auto"`): `"official"`, `"hub"` or `"auto"` (see [`~tasks.sources`]).
+        hub_split (`str`, *optional*, defaults to `"validation"`): The split read from a Hub id.
         max_new_tokens (`int`, *optional*, defaults to 16)
     """
 
     name = "vqa"
+    overall_metric = "accuracy"
     headline_metrics = ("accuracy", "yes/no", "number", "other")
 
     def __init__(
@@ -54,21 +61,56 @@ class VQATask(Task):
         image_dir: str | Path | None = None,
         image_pattern: str = "COCO_val2014_{image_id:012d}.jpg",
         instruction: str = "Answer the question using a single word or phrase.",
-        leave_one_out: bool = True,
+        normalize: str = "official",
+        layout: str = "auto",
+        hub_split: str = "validation",
         max_new_tokens: int = 16,
     ) -> None:
+        if normalize not in NORMALIZE_RULES:
+            raise ValueError(f"Unknown VQA normalize rule {normalize!r}; choose from {', '.join(NORMALIZE_RULES)}.")
         self.data_dir = Path(data_dir)
+        self.hub = use_hub_layout(data_dir, layout)
+        self.hub_split = hub_split
         self.questions_file, self.annotations_file = questions_file, annotations_file
         self.image_dir = Path(image_dir) if image_dir else self.data_dir / "images"
         self.image_pattern = image_pattern
         self.instruction = instruction
-        self.leave_one_out = leave_one_out
+        self.normalize = normalize
         self.max_new_tokens = max_new_tokens
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "instruction": self.instruction, "leave_one_out": self.leave_one_out}
+        return {
+            **super().config(),
+            "instruction": self.instruction,
+            "normalize": self.normalize,
+            "data": str(self.data_dir),
+        }
+
+    def _prompt(self, question: Any) -> str:
+        return f"{question}\n{self.instruction}" if self.instruction else str(question)
+
+    def _load_hub(self) -> list[Sample]:
+        table = load_hub_table(
+            self.data_dir, self.hub_split, ("question_id", "question", "answers", "image"), "VQA table"
+        )
+        root = table_root(self.data_dir)
+        samples = []
+        for index, row in enumerate(table.remove_columns("image")):
+            answers = [a["answer"] if isinstance(a, Mapping) else str(a) for a in row["answers"]]
+            samples.append(
+                Sample(
+                    id=str(row["question_id"]),
+                    prompt=self._prompt(row["question"]),
+                    images=[TableImage(table, index, "image", root)],
+                    target=answers,
+                    meta={"answer_type": row.get("answer_type") or "other"},
+                )
+            )
+        return samples
 
     def load(self) -> list[Sample]:
+        if self.hub:
+            return self._load_hub()
         questions_path = _find(self.data_dir, self.questions_file, "*questions*.json", "questions")
         annotations_path = _find(self.data_dir, self.annotations_file, "*annotations*.json", "annotations")
         questions = read_json(questions_path, "VQA questions file")
@@ -86,12 +128,13 @@ class VQATask(Task):
             if annotation is None:
                 raise ValueError(f"Question {row['question_id']} has no entry in {annotations_path}.")
             answers = [a["answer"] if isinstance(a, Mapping) else str(a) for a in annotation["answers"]]
-            prompt = f"{row['question']}\n{self.instruction}" if self.instruction else str(row["question"])
+            image = self.image_pattern.format(image_id=row["image_id"])
+            where = f"questions[{number}] of {questions_path}"
             samples.append(
                 Sample(
                     id=str(row["question_id"]),
-                    prompt=prompt,
-                    images=[str(self.image_dir / self.image_pattern.format(image_id=row["image_id"]))],
+                    prompt=self._prompt(row["question"]),
+                    images=[str(resolve_inside(self.image_dir, image, where))],
                     target=answers,
                     meta={"answer_type": annotation.get("answer_type", "other")},
                 )
@@ -99,7 +142,7 @@ class VQATask(Task):
         return samples
 
     def score(self, sample: Sample, output: str) -> dict[str, Any]:
-        return {"accuracy": vqa_accuracy(output, sample.target, self.leave_one_out)}
+        return {"accuracy": vqa_accuracy(output, sample.target, self.normalize)}
 
     def summarize(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         def mean(rows: list[Mapping[str, Any]]) -> float | None:
@@ -108,5 +151,6 @@ class VQATask(Task):
         summary: dict[str, Any] = {"accuracy": mean(list(records))}
         for answer_type in ("yes/no", "number", "other"):
             summary[answer_type] = mean([r for r in records if r["meta"]["answer_type"] == answer_type])
+        summary["normalize"] = self.normalize
         summary["n"] = len(records)
         return summary
