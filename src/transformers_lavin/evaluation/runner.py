@@ -105,6 +105,7 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
                 logger.warning("The last line of %s lacked its newline (an interrupted write); added it.", path)
                 with path.open("ab") as append:
                     append.write(b"\n")
+                break  # the line was the last one; do not read back the newline just written
             good_bytes += len(line)
     return records
 
