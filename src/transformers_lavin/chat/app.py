@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..cli_errors import UserInputError, add_debug_argument, user_errors
 from .generation import ChatInputError, chat_stream, load_image
 from .loading import DEMO_MODEL_NAME, ModelLoadError, load_chat_model
 from .routing import plot_routing, routing_for_turn
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 WARNING = "⚠️ "
+MAX_NEW_TOKENS_LIMIT = 1024
 
 
 @dataclass
@@ -113,7 +115,9 @@ def build_demo(
                 # The figure carries its own title; a Gradio label would sit on top of it.
                 routing_plot = gr.Plot(show_label=False, elem_id="lavin-routing")
                 with gr.Accordion("Generation settings", open=False):
-                    max_tokens = gr.Slider(1, 1024, value=max_new_tokens, step=1, label="Max new tokens")
+                    max_tokens = gr.Slider(
+                        1, MAX_NEW_TOKENS_LIMIT, value=max_new_tokens, step=1, label="Max new tokens"
+                    )
                     temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature (0 = greedy)")
                     top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p (when sampling)")
 
@@ -274,10 +278,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="initial answer length limit")
-    return parser.parse_args(argv)
+    add_debug_argument(parser)
+    args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        raise UserInputError(f"--port must be between 1 and 65535; got {args.port}.")
+    if not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+        raise UserInputError(
+            f"--max-new-tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT} (the slider's range); got "
+            f"{args.max_new_tokens}."
+        )
+    return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+@user_errors("lavin-chat")
+def main(argv: Sequence[str]) -> None:
     """Entry point of the `lavin-chat` console script."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -286,4 +300,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -26,8 +26,10 @@ from pathlib import Path
 
 import torch
 
+from ..cli_errors import UserInputError
 
-class LavinConversionError(ValueError):
+
+class LavinConversionError(UserInputError):
     """A checkpoint or model that cannot be converted; the message says what is wrong and what to do."""
 
 
