@@ -139,6 +139,11 @@ def convert_lavin_checkpoint(
         raise LavinConversionError(
             "A merged model serves one modality, because MMA routes by modality: pass modality='image' or 'text'."
         )
+    outputs = {"base_dir": base_dir, "adapter_dir": adapter_dir, "merged_dir": merged_dir}
+    check_no_overlap(
+        {name: path for name, path in outputs.items() if path is not None},
+        {"checkpoint": checkpoint, "llama": llama_path, "clip": clip_path},
+    )
     adapter, mma_config = read_reference_adapter(checkpoint, adapter_type, vision_adapter_type, scale, temperature)
     _check_representable(adapter, merged=merged_dir is not None)
 
@@ -170,6 +175,29 @@ def convert_lavin_checkpoint(
             merged.save_pretrained(merged_tmp, max_shard_size=max_shard_size)
             processor.save_pretrained(merged_tmp)
     return ConversionResult(mma_config, merged_dir=Path(merged_dir), merged_modality=modality)
+
+
+def check_no_overlap(outputs: dict[str, str | Path], inputs: dict[str, str | Path]) -> None:
+    """
+    Refuse outputs that are the same directory as, or nested in, another output or an input: writing one would
+    replace the other (the base model written, then deleted by moving the adapter onto it).
+    """
+
+    def overlap(first: Path, second: Path) -> bool:
+        return first == second or first.is_relative_to(second) or second.is_relative_to(first)
+
+    resolved_outputs = {name: Path(path).resolve() for name, path in outputs.items()}
+    resolved_inputs = {name: Path(path).resolve() for name, path in inputs.items()}
+    names = list(resolved_outputs)
+    for index, name in enumerate(names):
+        others = {**{other: resolved_outputs[other] for other in names[index + 1 :]}, **resolved_inputs}
+        for other, path in others.items():
+            if overlap(resolved_outputs[name], path):
+                raise LavinConversionError(
+                    f"{name}={str(outputs[name])!r} and {other}={str(outputs.get(other, inputs.get(other)))!r} are the "
+                    "same directory or one is inside the other, so writing one would destroy the other. Give "
+                    "separate directories (e.g. ./lavin-7b-base and ./lavin-7b-sqa)."
+                )
 
 
 def write_adapter(directory: Path, mma_config: MMAConfig, state: dict[str, torch.Tensor], base_dir) -> None:
