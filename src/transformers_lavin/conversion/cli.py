@@ -14,6 +14,7 @@ import sys
 from ..cli_errors import add_debug_argument, user_errors
 from .convert import convert_lavin_checkpoint
 from .export import export_to_reference
+from .reference_format import MAX_CHECKPOINT_BYTES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     to_hf.add_argument("--temperature", type=float, help="Router temperature (10 for the 7B releases, 5 for 13B).")
     to_hf.add_argument("--scale", type=float, help="Adapter scale (default: the checkpoint's, else 1).")
     to_hf.add_argument("--max-shard-size", default="5GB", help="Largest safetensors shard (default 5GB).")
+    to_hf.add_argument(
+        "--max-checkpoint-bytes",
+        type=int,
+        default=MAX_CHECKPOINT_BYTES,
+        help=f"Refuse a .pth that expands to more bytes when loaded (default {MAX_CHECKPOINT_BYTES:,}).",
+    )
     to_hf.add_argument("--overwrite", action="store_true", help="Replace existing outputs.")
 
     to_reference = commands.add_parser("export", help="MMA adapter directory -> reference .pth.")
@@ -73,6 +80,7 @@ def main(argv: list[str]) -> int:
             temperature=args.temperature,
             overwrite=args.overwrite,
             max_shard_size=args.max_shard_size,
+            max_uncompressed_bytes=args.max_checkpoint_bytes,
         )
         config = result.mma_config
         print(
