@@ -298,7 +298,7 @@ class LavinProcessor(ProcessorMixin):
         if return_offsets_mapping:
             data["offset_mapping"] = self._pad_offsets(all_offsets, data["input_ids"], padding_side)
 
-        reduce_to = self._image_size()
+        reduce_to = self.input_image_size()
         flat_images = [
             load_image(image, reduce_to=reduce_to) for sample_images in per_sample for image in sample_images
         ]
@@ -316,7 +316,7 @@ class LavinProcessor(ProcessorMixin):
             result.append(pad + sample_offsets if side == "left" else sample_offsets + pad)
         return result
 
-    def _image_size(self) -> tuple[int, int] | None:
+    def input_image_size(self) -> tuple[int, int] | None:
         """`(height, width)` the image processor resizes to, so big images can be shrunk before that."""
         size = getattr(self.image_processor, "size", None) or {}
         if "height" in size and "width" in size:

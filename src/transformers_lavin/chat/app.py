@@ -35,6 +35,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 WARNING = "⚠️ "
 MAX_NEW_TOKENS_LIMIT = 1024
+# Gradio refuses bigger uploads before they reach the app; a photo is a few MB.
+DEFAULT_MAX_FILE_SIZE = "20mb"
 
 
 @dataclass
@@ -139,7 +141,7 @@ def build_demo(
             if files:
                 try:
                     # One image per conversation: of several files sent at once, the last is the one kept.
-                    new_image = load_image(files[-1])
+                    new_image = load_image(files[-1], reduce_to=processor.input_image_size())
                 except ChatInputError as error:
                     # Drop the bad file but keep the typed text, so the user only has to attach a real image.
                     yield {textbox: {"text": text, "files": []}, status: f"{WARNING}{error}"}
@@ -230,8 +232,10 @@ def launch(demo: gr.Blocks, host: str | None = DEFAULT_HOST, port: int | None = 
         host (`str`, *optional*, defaults to `"127.0.0.1"`): address to bind; `None` lets Gradio choose
             (`GRADIO_SERVER_NAME`, which a Hub Space sets to 0.0.0.0).
         port (`int`, *optional*, defaults to 7860): port; `None` lets Gradio choose (`GRADIO_SERVER_PORT`).
-        kwargs: passed on to `gr.Blocks.launch`.
+        kwargs: passed on to `gr.Blocks.launch`; `max_file_size` (the upload limit) defaults to
+            `DEFAULT_MAX_FILE_SIZE` (20 MB).
     """
+    kwargs.setdefault("max_file_size", DEFAULT_MAX_FILE_SIZE)
     demo.queue(default_concurrency_limit=1)  # one generation at a time: they share the model
     demo.launch(server_name=host, server_port=port, share=False, ssr_mode=False, show_error=True, **kwargs)
 
