@@ -130,3 +130,20 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
     assert result.returncode == 0, result.stderr
     # The RGBA-free path would hold 243 MB of pixels and about 1 GB as float; reduced, a few MB.
     assert int(result.stdout.strip().splitlines()[-1]) < 100
+
+
+def test_pipeline_chat_input_keeps_typed_special_strings_as_text(tiny):
+    from transformers import pipeline
+    from transformers.pipelines.image_text_to_text import Chat
+
+    model, processor = tiny
+    pipe = pipeline("image-text-to-text", model=model, processor=processor)
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": Image.new("RGB", (30, 30))}, {"type": "text", "text": TYPED}],
+        }
+    ]
+    ids = pipe.preprocess(Chat(messages))["input_ids"][0].tolist()  # what generate would get; no forward here
+    assert ids.count(processor.image_token_id) == processor.num_image_tokens
+    assert processor.tokenizer.eos_token_id not in ids
