@@ -90,3 +90,28 @@ def test_bad_options_are_one_line(tmp_path, inputs, capsys, option, value, messa
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "b").exists()
+
+
+def test_shard_index_cannot_point_outside_its_directory(tmp_path):
+    from transformers_lavin.conversion.base import load_hf_state_dict
+
+    (tmp_path / "model").mkdir()
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "secret.safetensors"))
+    index = tmp_path / "model" / "model.safetensors.index.json"
+    index.write_text('{"weight_map": {"x": "../secret.safetensors"}}')
+    with pytest.raises(LavinConversionError, match="names shards outside its directory"):
+        load_hf_state_dict(tmp_path / "model")
+    index.write_text('{"metadata": {}}')
+    with pytest.raises(LavinConversionError, match="has no 'weight_map'"):
+        load_hf_state_dict(tmp_path / "model")
+    index.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(LavinConversionError, match="nested too deeply"):
+        load_hf_state_dict(tmp_path / "model")
+
+
+def test_export_of_a_broken_adapter_config(tmp_path, capsys):
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{broken")
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert main(["export", "--adapter-dir", str(tmp_path / "adapter"), "--output", str(tmp_path / "o.pth")]) == 1
+    assert "is not valid JSON" in capsys.readouterr().err
