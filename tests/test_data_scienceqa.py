@@ -339,3 +339,32 @@ def test_reader_bad_format_and_captions(tmp_path):
     (root / "captions.json").write_text(json.dumps({"10": "flat"}))
     with pytest.raises(ValueError, match=r"captions.json must hold a JSON object \{'captions'"):
         load_scienceqa(root, use_caption=True)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("image", "/etc/passwd"), ("image", "../../../../outside.png"), ("split", "../.."), ("split", "/tmp")],
+)
+def test_image_paths_must_stay_inside_the_data_root(tmp_path, field, value):
+    root = tmp_path / "data"
+    root.mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "outside.png")  # a readable image outside the root
+    _write_fixture(root)
+    problems = json.loads((root / "problems.json").read_text())
+    problems["10"][field] = value
+    (root / "problems.json").write_text(json.dumps(problems))
+    with pytest.raises(ValueError, match=r"problem '10' points outside the data folder .*absolute or climbs out"):
+        load_scienceqa(root, "train")
+
+
+@pytest.mark.parametrize("qid", ["../10", "/abs", "..", "", None, ["10"], True])
+def test_a_split_entry_that_is_not_a_plain_id(tmp_path, qid):
+    root = _write_fixture(tmp_path, splits={"train": ["10", qid]})
+    with pytest.raises(ValueError, match=r"entry 1 of split 'train' is .*; every entry must be a problem id"):
+        load_scienceqa(root, "train")
+
+
+def test_deeply_nested_json_is_a_clear_error(tmp_path):
+    (tmp_path / "problems.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        load_scienceqa(tmp_path)

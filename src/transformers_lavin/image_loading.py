@@ -1,14 +1,31 @@
-"""Turn whatever users pass as an image into an RGB PIL image, or fail with a message that names the problem."""
+"""Turn whatever users pass as an image into an RGB PIL image, or fail with a message that names the problem.
+
+Bounds on hostile images (see docs/security.md):
+- `MAX_IMAGE_PIXELS` (default 89,478,485, PIL's own default): larger images are refused from their header, before any
+  pixel is decoded. Raise it per call with `max_pixels=` or for the process by setting
+  `transformers_lavin.image_loading.MAX_IMAGE_PIXELS`; above twice `PIL.Image.MAX_IMAGE_PIXELS` raise PIL's too.
+- With `reduce_to=(height, width)` (the processor passes the model's input size) a big image is made small early: a
+  JPEG is decoded at a reduced scale (`Image.draft`), any image is then shrunk by an integer factor
+  (`Image.reduce`) while every side keeps at least twice the target, all before the colour conversion, so a 9000x9000
+  photo never exists at full size in float or in RGBA.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 ImageInput = Image.Image | np.ndarray | str | os.PathLike
+
+MAX_IMAGE_PIXELS = 89_478_485
+# Sides kept above the target, as PIL's `thumbnail(reducing_gap=2.0)`: the final bicubic resize still has detail.
+REDUCING_GAP = 2
+# EXIF orientations that swap width and height.
+_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
@@ -45,22 +62,105 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(image: ImageInput) -> Image.Image:
+def _check_size(size: tuple[int, int], max_pixels: int, where: str) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise ValueError(f"{where} is empty ({width}x{height} pixels); give an image with at least one pixel.")
+    if width * height > max_pixels:
+        raise ValueError(
+            f"{where} is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} that guards "
+            "against decompression bombs. If you trust it, pass max_pixels= or raise "
+            "transformers_lavin.image_loading.MAX_IMAGE_PIXELS."
+        )
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(ImageOps.ExifTags.Base.Orientation, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block is ignored, as viewers ignore it
+        return 1
+
+
+def _reduce(image: Image.Image, reduce_to: tuple[int, int] | None, orientation: int) -> Image.Image:
+    """Shrink by integer factors while each side stays at least `REDUCING_GAP` times the (oriented) target."""
+    if reduce_to is None:
+        return image
+    height, width = reduce_to
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        height, width = width, height
+    factors = (max(1, image.width // (REDUCING_GAP * width)), max(1, image.height // (REDUCING_GAP * height)))
+    if factors == (1, 1):
+        return image
+    if image.mode not in ("1", "L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr", "P", "PA"):
+        return image  # modes Image.reduce does not take (I;16) are converted at full size
+    if image.mode in ("P", "PA", "1"):
+        image = to_rgb(image)  # palette indices cannot be averaged
+    return image.reduce(factors)
+
+
+def _finish(image: Image.Image, reduce_to: tuple[int, int] | None) -> Image.Image:
+    orientation = _orientation(image)
+    image = _reduce(image, reduce_to, orientation)
+    if orientation != 1:
+        image = ImageOps.exif_transpose(image) if image.getexif() else _transpose(image, orientation)
+    return to_rgb(image)
+
+
+def _transpose(image: Image.Image, orientation: int) -> Image.Image:
+    # An image made by `reduce` has no EXIF block left; apply the orientation read from the original.
+    method = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }.get(orientation)
+    return image if method is None else image.transpose(method)
+
+
+def load_image(
+    image: ImageInput, reduce_to: tuple[int, int] | None = None, max_pixels: int | None = None
+) -> Image.Image:
     """
     Load an image given as a PIL image, a numpy array (H, W[, C], uint8) or a file path, as an RGB PIL image.
 
+    The EXIF orientation is applied (a phone photo is upright as a viewer shows it).
+
+    Args:
+        image: the image.
+        reduce_to (`tuple[int, int]`, *optional*): `(height, width)` the model needs; a bigger image is shrunk early
+            (JPEG draft decoding, then integer-factor reduction) while each side stays at least twice the target.
+        max_pixels (`int`, *optional*): refuse images with more pixels; defaults to `MAX_IMAGE_PIXELS`.
+
     Raises:
-        ValueError: the file is missing, is not an image, or is truncated or corrupt; the message names the file.
+        ValueError: the file is missing, is not an image, is truncated or corrupt, is empty (0 pixels) or over
+            `max_pixels`; the message names the file.
         TypeError: the input is of a type that is not an image.
     """
+    max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.is_file():
             raise ValueError(f"Image file not found: {path}. Check the path.")
         try:
-            with Image.open(path) as opened:
+            with warnings.catch_warnings():
+                # The size is checked against `max_pixels` below, before decoding; PIL's warning would only repeat it.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                opened = Image.open(path)
+            with opened:
+                _check_size(opened.size, max_pixels, f"Image file {path}")
+                if reduce_to is not None and opened.format == "JPEG":
+                    height, width = reduce_to
+                    opened.draft(None, (REDUCING_GAP * max(height, width),) * 2)
                 opened.load()
-                return to_rgb(opened.copy())
+                return _finish(opened, reduce_to)
+        except Image.DecompressionBombError as error:
+            raise ValueError(
+                f"Image file {path} is refused by PIL's decompression-bomb guard ({error}). If you trust it, raise "
+                "PIL.Image.MAX_IMAGE_PIXELS as well as max_pixels."
+            ) from None
         except (UnidentifiedImageError, OSError, SyntaxError) as error:
             raise ValueError(f"Could not read image file {path}: {error}. Is it a complete, valid image?") from error
     if isinstance(image, np.ndarray):
@@ -69,11 +169,13 @@ def load_image(image: ImageInput) -> Image.Image:
         array = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
         if array.dtype != np.uint8:
             raise ValueError(f"A numpy image must be uint8; got {array.dtype}. Scale it to 0-255 first.")
-        return to_rgb(Image.fromarray(array))
+        _check_size((array.shape[1], array.shape[0]), max_pixels, "The numpy image")
+        return _finish(Image.fromarray(array), reduce_to)
     if isinstance(image, Image.Image):
+        _check_size(image.size, max_pixels, "The image")
         try:
             image.load()
         except OSError as error:
             raise ValueError(f"Could not decode the image: {error}. Is the file complete?") from error
-        return to_rgb(image)
+        return _finish(image, reduce_to)
     raise TypeError(f"Expected a PIL image, a numpy array or a file path as an image; got {type(image).__name__}.")

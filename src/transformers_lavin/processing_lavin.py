@@ -28,6 +28,11 @@ DEFAULT_CHAT_TEMPLATE = (
 )
 
 
+# Marks the next character as literal text. `escape_special_tokens` writes it before every EOS string typed by a user
+# (and doubles a typed marker), so the processor can tell those from the EOS that ends an assistant turn.
+ESCAPE = "\ue000"
+
+
 def lavin_image_processor(image_size: int = 224) -> CLIPImageProcessorPil:
     """The reference's image preprocessing: resize to a square (bicubic, no crop), ImageNet mean and std."""
     return CLIPImageProcessorPil(
@@ -46,6 +51,14 @@ class LavinProcessor(ProcessorMixin):
     The prefix is written when the text starts with the BOS token (as chat-template output does) or when
     `add_special_tokens=True` (the default); other text, such as a completion that TRL tokenizes on its own, is
     tokenized as it is.
+
+    Special tokens in text (the rule, see docs/security.md): text never turns into the image token, padding, unknown
+    or any added special token; those strings are tokenized as the characters they are (`split_special_tokens=True`),
+    since the processor writes BOS and the image tokens itself. The one structural token read from text is the EOS
+    string, which the chat template writes after each assistant turn. Text typed by users reaches the processor
+    through [`~LavinProcessor.apply_chat_template`], which escapes their EOS strings
+    ([`~LavinProcessor.escape_special_tokens`]), so a typed `</s>` stays text; call that method yourself on user
+    text you put into a prompt by hand.
 
     Args:
         image_processor ([`BaseImageProcessor`]):
@@ -128,6 +141,62 @@ class LavinProcessor(ProcessorMixin):
         return per_sample
 
     # ------------------------------------------------------------------------------------------------------- text
+    def escape_special_tokens(self, text: str) -> str:
+        """
+        Escape user text so that no part of it is read as a special token: each EOS string (and each escape marker,
+        U+E000) gets a U+E000 marker in front, which the processor removes when it tokenizes. All other special
+        tokens are never read from text, so they need no escape.
+        """
+        text = text.replace(ESCAPE, ESCAPE + ESCAPE)
+        eos = self.tokenizer.eos_token
+        return text.replace(eos, ESCAPE + eos) if eos else text
+
+    def apply_chat_template(self, conversation, chat_template: str | None = None, **kwargs):
+        """Render (and optionally tokenize) messages as transformers does, with the text of every message escaped."""
+        return super().apply_chat_template(
+            _map_texts(conversation, self.escape_special_tokens), chat_template, **kwargs
+        )
+
+    def _tokenize_text(self, text: str, with_offsets: bool) -> tuple[list[int], list[tuple[int, int]] | None]:
+        """Tokenize without reading special tokens, except unescaped EOS strings; offsets index `text` itself."""
+        tokenizer, eos = self.tokenizer, self.tokenizer.eos_token
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        run, positions = [], []  # a stretch of literal text, and where each of its characters is in `text`
+
+        def flush() -> None:
+            if not run:
+                return
+            encoding = tokenizer(
+                "".join(run), add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=with_offsets
+            )
+            ids.extend(encoding["input_ids"])
+            if with_offsets:
+                offsets.extend(
+                    (positions[start], positions[end - 1] + 1) if end > start else (positions[start], positions[start])
+                    for start, end in encoding["offset_mapping"]
+                )
+            run.clear()
+            positions.clear()
+
+        index = 0
+        while index < len(text):
+            if text[index] == ESCAPE and index + 1 < len(text):
+                run.append(text[index + 1])
+                positions.append(index + 1)
+                index += 2
+            elif eos and text.startswith(eos, index):
+                flush()
+                ids.append(tokenizer.eos_token_id)
+                offsets.append((index, index + len(eos)))
+                index += len(eos)
+            else:
+                run.append(text[index])
+                positions.append(index)
+                index += 1
+        flush()
+        return ids, offsets if with_offsets else None
+
     def _encode_sample(self, text: str, has_image: bool, add_prefix: bool, with_offsets: bool):
         tokenizer = self.tokenizer
         bos = tokenizer.bos_token
@@ -150,12 +219,12 @@ class LavinProcessor(ProcessorMixin):
             else:
                 prefix_text = self.image_prefix + self.no_image_text
                 prefix_ids = [tokenizer.bos_token_id, *tokenizer.encode(prefix_text, add_special_tokens=False)]
-        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=with_offsets)
-        ids = prefix_ids + list(encoding["input_ids"])
+        text_ids, text_offsets = self._tokenize_text(text, with_offsets)
+        ids = prefix_ids + text_ids
         offsets = None
         if with_offsets:
             offsets = [(0, 0)] * len(prefix_ids) + [
-                (start + offset_shift, end + offset_shift) for start, end in encoding["offset_mapping"]
+                (start + offset_shift, end + offset_shift) for start, end in text_offsets
             ]
         return ids, offsets
 
@@ -229,7 +298,10 @@ class LavinProcessor(ProcessorMixin):
         if return_offsets_mapping:
             data["offset_mapping"] = self._pad_offsets(all_offsets, data["input_ids"], padding_side)
 
-        flat_images = [load_image(image) for sample_images in per_sample for image in sample_images]
+        reduce_to = self.input_image_size()
+        flat_images = [
+            load_image(image, reduce_to=reduce_to) for sample_images in per_sample for image in sample_images
+        ]
         if flat_images:
             data["pixel_values"] = np.asarray(
                 self.image_processor(images=flat_images, return_tensors="np")["pixel_values"]
@@ -244,10 +316,39 @@ class LavinProcessor(ProcessorMixin):
             result.append(pad + sample_offsets if side == "left" else sample_offsets + pad)
         return result
 
+    def input_image_size(self) -> tuple[int, int] | None:
+        """`(height, width)` the image processor resizes to, so big images can be shrunk before that."""
+        size = getattr(self.image_processor, "size", None) or {}
+        if "height" in size and "width" in size:
+            return int(size["height"]), int(size["width"])
+        if "shortest_edge" in size:
+            return (int(size["shortest_edge"]),) * 2
+        return None
+
     def _model_max_length(self) -> int | None:
         limit = getattr(self.tokenizer, "model_max_length", None)
         # Tokenizers without a known limit report a huge sentinel value.
         return limit if isinstance(limit, int) and limit < 1_000_000 else None
+
+
+def _map_texts(conversation, function):
+    """A copy of a conversation (or a batch of them) with `function` applied to every message's text."""
+    if isinstance(conversation, (list, tuple)):
+        return [_map_texts(item, function) for item in conversation]
+    if not isinstance(conversation, dict):
+        return conversation
+    message = dict(conversation)
+    content = message.get("content")
+    if isinstance(content, str):
+        message["content"] = function(content)
+    elif isinstance(content, (list, tuple)):
+        message["content"] = [
+            {**part, "text": function(part["text"])}
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+            else part
+            for part in content
+        ]
+    return message
 
 
 __all__ = ["LavinProcessor", "DEFAULT_CHAT_TEMPLATE", "lavin_image_processor"]

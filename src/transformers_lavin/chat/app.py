@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..cli_errors import UserInputError, add_debug_argument, user_errors
 from .generation import ChatInputError, chat_stream, load_image
 from .loading import DEMO_MODEL_NAME, ModelLoadError, load_chat_model
 from .routing import plot_routing, routing_for_turn
@@ -33,6 +34,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 WARNING = "⚠️ "
+MAX_NEW_TOKENS_LIMIT = 1024
+# Gradio refuses bigger uploads before they reach the app; a photo is a few MB.
+DEFAULT_MAX_FILE_SIZE = "20mb"
 
 
 @dataclass
@@ -113,7 +117,9 @@ def build_demo(
                 # The figure carries its own title; a Gradio label would sit on top of it.
                 routing_plot = gr.Plot(show_label=False, elem_id="lavin-routing")
                 with gr.Accordion("Generation settings", open=False):
-                    max_tokens = gr.Slider(1, 1024, value=max_new_tokens, step=1, label="Max new tokens")
+                    max_tokens = gr.Slider(
+                        1, MAX_NEW_TOKENS_LIMIT, value=max_new_tokens, step=1, label="Max new tokens"
+                    )
                     temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature (0 = greedy)")
                     top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p (when sampling)")
 
@@ -135,7 +141,7 @@ def build_demo(
             if files:
                 try:
                     # One image per conversation: of several files sent at once, the last is the one kept.
-                    new_image = load_image(files[-1])
+                    new_image = load_image(files[-1], reduce_to=processor.input_image_size())
                 except ChatInputError as error:
                     # Drop the bad file but keep the typed text, so the user only has to attach a real image.
                     yield {textbox: {"text": text, "files": []}, status: f"{WARNING}{error}"}
@@ -226,8 +232,10 @@ def launch(demo: gr.Blocks, host: str | None = DEFAULT_HOST, port: int | None = 
         host (`str`, *optional*, defaults to `"127.0.0.1"`): address to bind; `None` lets Gradio choose
             (`GRADIO_SERVER_NAME`, which a Hub Space sets to 0.0.0.0).
         port (`int`, *optional*, defaults to 7860): port; `None` lets Gradio choose (`GRADIO_SERVER_PORT`).
-        kwargs: passed on to `gr.Blocks.launch`.
+        kwargs: passed on to `gr.Blocks.launch`; `max_file_size` (the upload limit) defaults to
+            `DEFAULT_MAX_FILE_SIZE` (20 MB).
     """
+    kwargs.setdefault("max_file_size", DEFAULT_MAX_FILE_SIZE)
     demo.queue(default_concurrency_limit=1)  # one generation at a time: they share the model
     demo.launch(server_name=host, server_port=port, share=False, ssr_mode=False, show_error=True, **kwargs)
 
@@ -274,10 +282,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="initial answer length limit")
-    return parser.parse_args(argv)
+    add_debug_argument(parser)
+    args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        raise UserInputError(f"--port must be between 1 and 65535; got {args.port}.")
+    if not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+        raise UserInputError(
+            f"--max-new-tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT} (the slider's range); got "
+            f"{args.max_new_tokens}."
+        )
+    return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+@user_errors("lavin-chat")
+def main(argv: Sequence[str]) -> None:
     """Entry point of the `lavin-chat` console script."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -286,4 +304,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,13 +18,16 @@ class ChatInputError(ValueError):
     """Raised for user input the demo cannot use; the message is meant to be shown to the user as is."""
 
 
-def load_image(path: str | Path) -> Image.Image:
+def load_image(path: str | Path, reduce_to: tuple[int, int] | None = None) -> Image.Image:
     """
     Open an uploaded file as an RGB image, with a readable error for anything that is not an image.
 
     Args:
         path (`str` or `Path`):
             Path of the uploaded file.
+        reduce_to (`tuple[int, int]`, *optional*):
+            `(height, width)` the model reads; a bigger upload is kept reduced to about twice that, so a session
+            never holds a full-size photo.
 
     Returns:
         `PIL.Image.Image`: the image, fully decoded and converted to RGB.
@@ -38,10 +41,10 @@ def load_image(path: str | Path) -> Image.Image:
     try:
         # Fully decoded here, so a truncated or corrupt file fails now and not inside generate; every mode is
         # converted to RGB by the package's documented rules.
-        return image_loading.load_image(path)
+        return image_loading.load_image(path, reduce_to=reduce_to)
     except ValueError as error:
         raise ChatInputError(
-            f"'{name}' is not an image LaVIN can read. Upload a picture (PNG, JPEG, WebP, GIF or BMP)."
+            f"'{name}' is not an image LaVIN can read ({error}). Upload a picture (PNG, JPEG, WebP, GIF or BMP)."
         ) from error
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -39,9 +40,8 @@ def load_hf_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
     ):
         index = directory / index_name
         if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             state: dict[str, torch.Tensor] = {}
-            for shard in shards:
+            for shard in _shard_names(index):
                 state.update(_read(directory / shard, loader))
             return state
     for name, loader in (("model.safetensors", load_file), ("pytorch_model.bin", _load_bin)):
@@ -51,6 +51,35 @@ def load_hf_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
         f"No weights in {str(directory)!r}: expected model.safetensors, a sharded model.safetensors.index.json, or "
         "pytorch_model.bin (the layout save_pretrained writes)."
     )
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """A JSON file's content, or a `LavinConversionError` saying why it cannot be read."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise LavinConversionError(f"{what} {str(path)!r} is not valid JSON ({error}); save it again.") from None
+    except RecursionError:
+        raise LavinConversionError(f"{what} {str(path)!r} is nested too deeply to be a real one.") from None
+
+
+def _shard_names(index: Path) -> list[str]:
+    """The shard files an index names, each a plain file name beside the index (never a path elsewhere)."""
+    weight_map = read_json_file(index, "The shard index")
+    weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(name, str) for name in weight_map.values()):
+        raise LavinConversionError(
+            f"The shard index {str(index)!r} has no 'weight_map' of tensor names to shard file names; save the model "
+            "again with save_pretrained."
+        )
+    shards = sorted(set(weight_map.values()))
+    outside = [name for name in shards if Path(name).name != name or name in ("", ".", "..")]
+    if outside:
+        raise LavinConversionError(
+            f"The shard index {str(index)!r} names shards outside its directory ({outside[:3]}); shard names must be "
+            "plain file names beside the index."
+        )
+    return shards
 
 
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli_errors import add_debug_argument, user_errors
 from .convert import convert_lavin_checkpoint
 from .export import export_to_reference
-from .reference_format import LavinConversionError
+from .reference_format import MAX_CHECKPOINT_BYTES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lavin-convert",
         description="Convert LaVIN adapter checkpoints between the reference code and this format.",
     )
+    add_debug_argument(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     to_hf = commands.add_parser(
@@ -44,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     to_hf.add_argument("--temperature", type=float, help="Router temperature (10 for the 7B releases, 5 for 13B).")
     to_hf.add_argument("--scale", type=float, help="Adapter scale (default: the checkpoint's, else 1).")
     to_hf.add_argument("--max-shard-size", default="5GB", help="Largest safetensors shard (default 5GB).")
+    to_hf.add_argument(
+        "--max-checkpoint-bytes",
+        type=int,
+        default=MAX_CHECKPOINT_BYTES,
+        help=f"Refuse a .pth that expands to more bytes when loaded (default {MAX_CHECKPOINT_BYTES:,}).",
+    )
     to_hf.add_argument("--overwrite", action="store_true", help="Replace existing outputs.")
 
     to_reference = commands.add_parser("export", help="MMA adapter directory -> reference .pth.")
@@ -53,40 +61,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+@user_errors("lavin-convert")
+def main(argv: list[str]) -> int:
+    """Entry point of `lavin-convert`; bad input ends in one `lavin-convert: error: ...` line and exit status 1."""
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "import":
-            result = convert_lavin_checkpoint(
-                args.checkpoint,
-                args.llama,
-                args.clip,
-                base_dir=args.base_dir,
-                adapter_dir=args.adapter_dir,
-                merged_dir=args.merged_dir,
-                modality=args.modality,
-                adapter_type=args.adapter_type,
-                vision_adapter_type=args.vision_adapter_type,
-                scale=args.scale,
-                temperature=args.temperature,
-                overwrite=args.overwrite,
-                max_shard_size=args.max_shard_size,
-            )
-            config = result.mma_config
-            print(
-                f"Converted: adapter_type={config.adapter_type}, vision_adapter_type={config.vision_adapter_type}, "
-                f"hidden={config.adapter_hidden_size}, temperature={config.temperature:g}, scale={config.scale:g}"
-            )
-            if result.merged_dir is not None:
-                print(f"Merged model for {result.merged_modality} prompts: {result.merged_dir}")
-            else:
-                print(f"Base model: {result.base_dir}\nMMA adapter: {result.adapter_dir}")
+    if args.command == "import":
+        result = convert_lavin_checkpoint(
+            args.checkpoint,
+            args.llama,
+            args.clip,
+            base_dir=args.base_dir,
+            adapter_dir=args.adapter_dir,
+            merged_dir=args.merged_dir,
+            modality=args.modality,
+            adapter_type=args.adapter_type,
+            vision_adapter_type=args.vision_adapter_type,
+            scale=args.scale,
+            temperature=args.temperature,
+            overwrite=args.overwrite,
+            max_shard_size=args.max_shard_size,
+            max_uncompressed_bytes=args.max_checkpoint_bytes,
+        )
+        config = result.mma_config
+        print(
+            f"Converted: adapter_type={config.adapter_type}, vision_adapter_type={config.vision_adapter_type}, "
+            f"hidden={config.adapter_hidden_size}, temperature={config.temperature:g}, scale={config.scale:g}"
+        )
+        if result.merged_dir is not None:
+            print(f"Merged model for {result.merged_modality} prompts: {result.merged_dir}")
         else:
-            flags = export_to_reference(args.adapter_dir, args.output, overwrite=args.overwrite)
-            print(f"Wrote {args.output}. Evaluate it with the reference's eval.py using: {flags}")
-    except LavinConversionError as error:
-        print(f"lavin-convert: error: {error}", file=sys.stderr)
-        return 1
+            print(f"Base model: {result.base_dir}\nMMA adapter: {result.adapter_dir}")
+    else:
+        flags = export_to_reference(args.adapter_dir, args.output, overwrite=args.overwrite)
+        print(f"Wrote {args.output}. Evaluate it with the reference's eval.py using: {flags}")
     return 0
 
 

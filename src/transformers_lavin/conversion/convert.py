@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 from peft import get_peft_model, set_peft_model_state_dict
 from safetensors.torch import save_file
+from transformers.utils.hub import convert_file_size_to_int
 
 from ..mma import GroupedLinear, MMAConfig
 from ..mma.layer import fold_into_input_projections
@@ -26,6 +28,7 @@ from .base import (
 )
 from .key_mapping import expected_adapter_state, mma_config_for, reference_to_peft
 from .reference_format import (
+    MAX_CHECKPOINT_BYTES,
     LavinConversionError,
     ReferenceAdapter,
     load_reference_checkpoint,
@@ -55,6 +58,7 @@ def read_reference_adapter(
     vision_adapter_type: str | None = None,
     scale: float | None = None,
     temperature: float | None = None,
+    max_uncompressed_bytes: int = MAX_CHECKPOINT_BYTES,
 ) -> tuple[ReferenceAdapter, MMAConfig]:
     """
     Load and check a reference adapter checkpoint and work out its MMA settings.
@@ -64,7 +68,7 @@ def read_reference_adapter(
     arguments, else from the training arguments the checkpoint records (`args.temperature`, `args.adapter_scale`).
     The published scripts use temperature 10 for 7B and 5 for 13B and the chatbot, and scale 1.
     """
-    tensors, training_args = load_reference_checkpoint(checkpoint)
+    tensors, training_args = load_reference_checkpoint(checkpoint, max_uncompressed_bytes)
     adapter = parse_reference_adapter(tensors, training_args)
     for name, given, found in (
         ("adapter_type", adapter_type, adapter.adapter_type),
@@ -87,10 +91,35 @@ def read_reference_adapter(
 
 
 def _setting(name: str, given: float | None, recorded) -> float | None:
-    if given is not None and recorded is not None and float(given) != float(recorded):
-        logger.warning("Using %s=%s, not the %s the checkpoint was trained with.", name, given, recorded)
-    value = given if given is not None else recorded
-    return None if value is None else float(value)
+    given = _positive_number(name, given, f"the option {name}")
+    if given is not None:
+        if recorded is not None and _as_number(recorded) != given:
+            logger.warning("Using %s=%s, not the %r the checkpoint was trained with.", name, given, recorded)
+        return given
+    return _positive_number(name, recorded, f"the checkpoint's saved training args ({name}={recorded!r})")
+
+
+def _as_number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _positive_number(name: str, value, where: str) -> float | None:
+    """`value` as a finite positive float (`None` stays `None`), or an error naming where it came from."""
+    if value is None:
+        return None
+    number = _as_number(value)
+    if number is None or not math.isfinite(number) or number <= 0:
+        flag = "--temperature" if name == "temperature" else "--scale"
+        raise LavinConversionError(
+            f"{name} must be a finite number above 0, but {where} gives {value!r}. Pass the right value with {flag} "
+            "(10 for the published 7B models, 5 for 13B; scale 1)."
+        )
+    return number
 
 
 def convert_lavin_checkpoint(
@@ -107,6 +136,7 @@ def convert_lavin_checkpoint(
     temperature: float | None = None,
     overwrite: bool = False,
     max_shard_size: str = "5GB",
+    max_uncompressed_bytes: int = MAX_CHECKPOINT_BYTES,
 ) -> ConversionResult:
     """
     Convert a reference LaVIN adapter checkpoint (`.pth`) into this package's format.
@@ -127,6 +157,7 @@ def convert_lavin_checkpoint(
             left out (the temperature must be given when the checkpoint has none).
         overwrite: Replace existing output directories.
         max_shard_size: Largest safetensors shard of the base or merged model.
+        max_uncompressed_bytes: Refuse a checkpoint that expands to more bytes (default 1 GiB).
 
     Raises:
         LavinConversionError: bad or foreign checkpoints, missing or unknown keys, sizes that do not fit the base,
@@ -139,7 +170,21 @@ def convert_lavin_checkpoint(
         raise LavinConversionError(
             "A merged model serves one modality, because MMA routes by modality: pass modality='image' or 'text'."
         )
-    adapter, mma_config = read_reference_adapter(checkpoint, adapter_type, vision_adapter_type, scale, temperature)
+    try:
+        if convert_file_size_to_int(max_shard_size) <= 0:
+            raise ValueError("not positive")
+    except (ValueError, TypeError):
+        raise LavinConversionError(
+            f"max_shard_size={max_shard_size!r} is not a size; give a positive size such as '5GB' or '500MB'."
+        ) from None
+    outputs = {"base_dir": base_dir, "adapter_dir": adapter_dir, "merged_dir": merged_dir}
+    check_no_overlap(
+        {name: path for name, path in outputs.items() if path is not None},
+        {"checkpoint": checkpoint, "llama": llama_path, "clip": clip_path},
+    )
+    adapter, mma_config = read_reference_adapter(
+        checkpoint, adapter_type, vision_adapter_type, scale, temperature, max_uncompressed_bytes
+    )
     _check_representable(adapter, merged=merged_dir is not None)
 
     text_config = load_text_config(llama_path)
@@ -170,6 +215,29 @@ def convert_lavin_checkpoint(
             merged.save_pretrained(merged_tmp, max_shard_size=max_shard_size)
             processor.save_pretrained(merged_tmp)
     return ConversionResult(mma_config, merged_dir=Path(merged_dir), merged_modality=modality)
+
+
+def check_no_overlap(outputs: dict[str, str | Path], inputs: dict[str, str | Path]) -> None:
+    """
+    Refuse outputs that are the same directory as, or nested in, another output or an input: writing one would
+    replace the other (the base model written, then deleted by moving the adapter onto it).
+    """
+
+    def overlap(first: Path, second: Path) -> bool:
+        return first == second or first.is_relative_to(second) or second.is_relative_to(first)
+
+    resolved_outputs = {name: Path(path).resolve() for name, path in outputs.items()}
+    resolved_inputs = {name: Path(path).resolve() for name, path in inputs.items()}
+    names = list(resolved_outputs)
+    for index, name in enumerate(names):
+        others = {**{other: resolved_outputs[other] for other in names[index + 1 :]}, **resolved_inputs}
+        for other, path in others.items():
+            if overlap(resolved_outputs[name], path):
+                raise LavinConversionError(
+                    f"{name}={str(outputs[name])!r} and {other}={str(outputs.get(other, inputs.get(other)))!r} are the "
+                    "same directory or one is inside the other, so writing one would destroy the other. Give "
+                    "separate directories (e.g. ./lavin-7b-base and ./lavin-7b-sqa)."
+                )
 
 
 def write_adapter(directory: Path, mma_config: MMAConfig, state: dict[str, torch.Tensor], base_dir) -> None:

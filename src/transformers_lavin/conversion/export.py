@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -12,6 +11,7 @@ from peft import PeftModel, get_peft_model_state_dict
 from safetensors.torch import load_file
 
 from ..mma import MMAConfig
+from .base import read_json_file
 from .key_mapping import peft_to_reference
 from .reference_format import LavinConversionError, parse_reference_adapter
 from .staging import check_target
@@ -87,9 +87,10 @@ def _read_adapter(adapter, adapter_name: str) -> tuple[MMAConfig, dict[str, torc
             f"{str(directory)!r} is not an adapter directory: expected adapter_config.json and "
             "adapter_model.safetensors, as PeftModel.save_pretrained writes them."
         )
-    raw = json.loads(config_path.read_text())
-    if raw.get("peft_type") != "MMA":
+    raw = read_json_file(config_path, "The adapter config")
+    if not isinstance(raw, dict) or raw.get("peft_type") != "MMA":
         raise LavinConversionError(
-            f"{str(directory)!r} holds a {raw.get('peft_type')!r} adapter; only MMA adapters export to LaVIN."
+            f"{str(directory)!r} holds a {raw.get('peft_type') if isinstance(raw, dict) else raw!r} adapter; only MMA "
+            "adapters export to LaVIN."
         )
     return MMAConfig.from_pretrained(directory), load_file(str(weights_path))

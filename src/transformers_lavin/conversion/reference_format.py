@@ -26,8 +26,10 @@ from pathlib import Path
 
 import torch
 
+from ..cli_errors import UserInputError
 
-class LavinConversionError(ValueError):
+
+class LavinConversionError(UserInputError):
     """A checkpoint or model that cannot be converted; the message says what is wrong and what to do."""
 
 
@@ -48,6 +50,11 @@ _ADAPTER_KEY = re.compile(
     r"(?P<site>adapter_attn|adapter_mlp)\.(?P<param>(conv_A|conv_B|conv_D|expert_weights)\.(weight|bias))$"
 )
 _PROJECTOR_KEY = re.compile(r"^adapter_proj\.(?P<param>(conv_A|conv_B)\.(weight|bias))$")
+
+# Reference adapters are a few MB (their training checkpoints with optimizer state some tens of MB); a `.pth` is a
+# zip archive whose entries may be deflated, so this bounds what loading may expand to. Raise it with
+# `max_uncompressed_bytes=` (`--max-checkpoint-bytes`).
+MAX_CHECKPOINT_BYTES = 1 << 30
 
 # Training-checkpoint entries that are not weights; only "model" is read.
 _TRAINING_CHECKPOINT_KEYS = {"model", "optimizer", "epoch", "scaler", "args"}
@@ -139,18 +146,58 @@ class ReferenceAdapter:
 
 
 # ------------------------------------------------------------------------------------------------------- loading
-def load_reference_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+def _check_not_safetensors(path: Path) -> None:
+    # safetensors: an 8-byte little-endian header length, then that many bytes of JSON.
+    with path.open("rb") as file:
+        head = file.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size:
+        raise LavinConversionError(
+            f"{str(path)!r} is a safetensors file, not a reference LaVIN `.pth` (torch.save). `import` reads the "
+            "reference's checkpoints; an MMA adapter in safetensors (adapter_model.safetensors) is already in this "
+            "package's format: load its directory with PeftModel.from_pretrained, or export it with `lavin-convert "
+            "export --adapter-dir`."
+        )
+
+
+def _check_uncompressed_size(path: Path, max_uncompressed_bytes: int) -> None:
+    # Zip entry sizes are in the central directory, readable without inflating anything.
+    if not zipfile.is_zipfile(path):
+        size = path.stat().st_size  # the legacy format is not compressed
+    else:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                size = sum(entry.file_size for entry in archive.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return  # torch.load reports a damaged archive with its own message below
+    if size > max_uncompressed_bytes:
+        raise LavinConversionError(
+            f"{str(path)!r} would expand to {size:,} bytes when loaded, over the limit of {max_uncompressed_bytes:,} "
+            "(reference LaVIN adapters are a few MB). If you trust the file, raise the limit: "
+            "max_uncompressed_bytes= (lavin-convert import --max-checkpoint-bytes N)."
+        )
+
+
+def load_reference_checkpoint(
+    path: str | Path, max_uncompressed_bytes: int = MAX_CHECKPOINT_BYTES
+) -> tuple[dict[str, torch.Tensor], dict]:
     """
     Load a reference `.pth` safely (`torch.load(weights_only=True)`) and return its flat dict of tensors and the
     training arguments it records (an empty dict when none).
 
+    Args:
+        path: the `.pth`.
+        max_uncompressed_bytes: refuse a file whose contents expand to more bytes (read from the zip directory
+            before anything is inflated). Defaults to `MAX_CHECKPOINT_BYTES` (1 GiB).
+
     Raises:
-        LavinConversionError: the file is missing, truncated, not a PyTorch checkpoint, or holds Python objects
-            other than tensors and plain containers.
+        LavinConversionError: the file is missing, truncated, a safetensors file, too big once expanded, not a
+            PyTorch checkpoint, or holds Python objects other than tensors and plain containers.
     """
     path = Path(path)
     if not path.is_file():
         raise LavinConversionError(f"Adapter checkpoint {str(path)!r} does not exist or is not a file.")
+    _check_not_safetensors(path)
+    _check_uncompressed_size(path, max_uncompressed_bytes)
     try:
         # argparse.Namespace holds the training flags of the reference's checkpoints; allow that class only.
         with torch.serialization.safe_globals([argparse.Namespace]):

@@ -12,6 +12,7 @@ data_root/
 """
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +48,41 @@ def _read_json(path: Path, what: str) -> Any:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"ScienceQA {what} {path} is not valid JSON ({e}); re-download or regenerate it.") from e
+    except RecursionError:
+        raise ValueError(
+            f"ScienceQA {what} {path} is nested too deeply to read (more levels than Python's recursion limit); "
+            "ScienceQA files are a few levels deep, so this one is damaged or not a ScienceQA file."
+        ) from None
+
+
+def _qid(value: Any, position: int, path: Path, split: str) -> str:
+    # A qid names a folder under images/, so it must be a plain name: no separators, no "..".
+    text = str(value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (str, int))
+        or text in ("", ".", "..")
+        or "/" in text
+        or "\\" in text
+    ):
+        raise ValueError(
+            f"{path}: entry {position} of split {split!r} is {value!r}; every entry must be a problem id (a "
+            "non-empty string such as '42', without path separators)."
+        )
+    return text
+
+
+def _inside(data_root: Path, parts: list[str], qid: str) -> Path:
+    """`data_root / parts...`, refused when a part is absolute or climbs out of `data_root` with `..`."""
+    path = data_root.joinpath(*parts)
+    relative = os.path.normpath(os.path.join(*parts))
+    if any(os.path.isabs(part) for part in parts) or relative == ".." or relative.startswith(".." + os.sep):
+        raise ValueError(
+            f"ScienceQA problem {qid!r} points outside the data folder {str(data_root)!r}: its image path "
+            f"{os.path.join(*parts)!r} is absolute or climbs out with '..'. Image paths must stay inside the "
+            "data folder (images/<split>/<qid>/<file>); fix the record."
+        )
+    return path
 
 
 def _check_problem(qid: str, problem: Any, path: Path) -> None:
@@ -79,7 +115,7 @@ def _image_path(data_root: Path, split: str, qid: str, problem: Mapping[str, Any
     # "minival" has no image folder of its own.
     image_split = problem.get("split") or split
     image_name = problem["image"] if isinstance(problem["image"], str) else "image.png"
-    return data_root / "images" / image_split / qid / image_name
+    return _inside(data_root, ["images", str(image_split), qid, image_name], qid)
 
 
 def _check_image(path: Path, qid: str) -> None:
@@ -161,8 +197,8 @@ def load_scienceqa(
 
     columns: dict[str, list[Any]] = {name: [] for name in ("prompt", "completion", "messages", "images")}
     columns.update({name: [] for name in _METADATA_FEATURES})
-    for qid in pid_splits[split]:
-        qid = str(qid)
+    for position, value in enumerate(pid_splits[split]):
+        qid = _qid(value, position, splits_path, split)
         if qid not in problems:
             raise ValueError(
                 f"{splits_path} lists qid {qid!r} in split {split!r}, but {problems_path} has no such problem."

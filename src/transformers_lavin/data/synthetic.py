@@ -24,6 +24,9 @@ FRUITS = ("apple", "pear", "plum", "lemon", "orange", "fig")
 WORDS = ("anchor", "basket", "candle", "dragon", "engine", "forest", "garden", "harbor", "island", "jacket", "kettle")
 GRADES = tuple(f"grade{g}" for g in range(1, 13))
 IMAGE_CAPTION = "A drawing of simple shapes on a white background."
+# A folder written by the generator holds this file; only such folders (or empty ones) are written into.
+SYNTHETIC_MARKER = ".lavin-synthetic"
+DATA_FILES = ("problems.json", "pid_splits.json", "captions.json", "descriptions.json", "images")
 
 
 @dataclass
@@ -226,6 +229,19 @@ def _balanced(rng: random.Random, values: list[int], n: int) -> list[int]:
     return out
 
 
+def check_synthetic_target(root: Path, overwrite: bool = False) -> None:
+    """Refuse to write into a folder that holds data files this generator did not write (see `SYNTHETIC_MARKER`)."""
+    if overwrite or (root / SYNTHETIC_MARKER).is_file():
+        return
+    found = [name for name in DATA_FILES if (root / name).exists()]
+    if found:
+        raise FileExistsError(
+            f"{str(root)!r} holds a data set not written by the synthetic generator ({', '.join(found)}); writing the "
+            "synthetic set there would replace it. Choose another folder, or pass overwrite=True (--overwrite) to "
+            "replace it."
+        )
+
+
 def write_synthetic_scienceqa(
     root: str | Path,
     num_train: int = 256,
@@ -233,6 +249,7 @@ def write_synthetic_scienceqa(
     num_test: int = 64,
     image_size: int = 32,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """
     Writes a synthetic ScienceQA-style data set in the official layout, readable by [`load_scienceqa`].
@@ -258,9 +275,16 @@ def write_synthetic_scienceqa(
             Side of the square images, in pixels (at least 16).
         seed (`int`, *optional*, defaults to 0):
             Random seed.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Write even into a folder that holds a data set this function did not write. Without it such a folder
+            (real ScienceQA, say) is refused: the generator marks its folders with `.lavin-synthetic` and rewrites
+            only those.
 
     Returns:
         `Path`: `root`.
+
+    Raises:
+        `FileExistsError`: `root` holds data files not written by this generator, and `overwrite` is not set.
     """
     if image_size < 16:
         raise ValueError(f"image_size must be at least 16 pixels for the shapes to be recognisable; got {image_size}.")
@@ -269,6 +293,7 @@ def write_synthetic_scienceqa(
         if size < 0:
             raise ValueError(f"num_{split} must be non-negative; got {size}.")
     root = Path(root)
+    check_synthetic_target(root, overwrite)
     rng = random.Random(seed)
     kind_names = list(QUESTION_KINDS)
     problems, pid_splits, captions, descriptions = {}, {}, {}, {}
@@ -313,6 +338,7 @@ def write_synthetic_scienceqa(
     pid_splits["trainval"] = pid_splits["train"] + pid_splits["val"]
 
     root.mkdir(parents=True, exist_ok=True)
+    (root / SYNTHETIC_MARKER).write_text("Written by transformers_lavin.data.write_synthetic_scienceqa.\n")
     for name, content in (
         ("problems.json", problems),
         ("pid_splits.json", pid_splits),

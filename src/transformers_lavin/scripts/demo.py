@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForImageTextToText
 from trl import SFTConfig
 
+from ..cli_errors import add_debug_argument, user_errors
 from ..data import OPTION_LETTERS, load_scienceqa, write_synthetic_scienceqa
 from ..evaluation.multiple_choice import ANSWER_PREFIX, MultipleChoiceResult, _prompt_text, score_choice_texts
 from ..mma import compute_routing_table
@@ -80,6 +82,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning_rate", type=float, help="Peak learning rate (overrides the preset).")
     parser.add_argument("--batch_size", type=int, help="Batch size (overrides the preset).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the model, the data and training.")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     preset = SIZES["quick" if args.quick else args.size]
     for name in ("num_train", "num_test", "pretrain_steps", "steps", "learning_rate", "batch_size"):
@@ -287,11 +290,12 @@ def run_demo(args: argparse.Namespace) -> dict:
     return results
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+@user_errors("lavin-demo")
+def main(argv: Sequence[str]) -> None:
     """Console entry point `lavin-demo`."""
     logging.basicConfig(level=logging.WARNING)
     run_demo(parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

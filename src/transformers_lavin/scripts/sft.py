@@ -24,23 +24,30 @@ See docs/training.md for multi-GPU (DDP, FSDP, DeepSpeed) launches.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTConfig, SFTTrainer, TrlParser
 
 from .. import MMAConfig, build_lavin_from_parts
+from ..cli_errors import UserInputError, user_errors
+from ..conversion.staging import replace
 from ..data import DEFAULT_PROMPT_FORMAT, load_scienceqa, write_synthetic_scienceqa
 from ..testing_utils import build_tiny_lavin, tiny_lavin_config
 
 logger = logging.getLogger(__name__)
 
 BASE_MODEL_DIR = "base_model"
+ADAPTER_CONFIG_NAME = "adapter_config.json"
 
 
 @dataclass
@@ -64,6 +71,13 @@ class ScriptArguments:
     eval_split: str | None = field(default=None, metadata={"help": "Split to evaluate the loss on, if any."})
     prompt_format: str = field(default=DEFAULT_PROMPT_FORMAT, metadata={"help": "ScienceQA prompt format."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N problems only."})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Reuse an output_dir that holds an earlier run: its base model, adapter and checkpoints are "
+            "replaced. Also lets --synthetic write into a --dataset_dir that holds other data."
+        },
+    )
 
 
 @dataclass
@@ -211,6 +225,7 @@ def load_datasets(
             if training_args.process_index == 0:
                 write_synthetic_scienceqa(
                     root,
+                    overwrite=script_args.overwrite,
                     num_train=script_args.synthetic_num_train,
                     num_val=script_args.synthetic_num_eval,
                     num_test=script_args.synthetic_num_eval,
@@ -281,6 +296,60 @@ def _resume_target(value: str | bool | None) -> str | bool | None:
     return value
 
 
+def earlier_run_outputs(output_dir: Path) -> list[str]:
+    """What an earlier `lavin-train` run left in `output_dir`: its base model, adapter and checkpoints."""
+    if not output_dir.is_dir():
+        return []
+    found = [name for name in (BASE_MODEL_DIR, ADAPTER_CONFIG_NAME) if (output_dir / name).exists()]
+    return found + sorted(path.name for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if path.is_dir())
+
+
+def check_output_dir(output_dir: Path, overwrite: bool, resuming: bool) -> None:
+    """
+    Refuse to train into an `output_dir` that holds an earlier run (unless `overwrite` or resuming it): the new base
+    model and adapter would replace the old ones while the old checkpoints stayed, paired with the wrong base.
+    """
+    found = earlier_run_outputs(output_dir)
+    if found and not (overwrite or resuming):
+        raise UserInputError(
+            f"--output_dir {str(output_dir)!r} holds an earlier run ({', '.join(found[:4])}"
+            f"{', ...' if len(found) > 4 else ''}). Choose a new --output_dir, resume it with "
+            "--resume_from_checkpoint true, or pass --overwrite to replace it."
+        )
+
+
+def _remove_earlier_run(output_dir: Path) -> None:
+    # Checkpoints of an earlier run belong to its base model; with --overwrite they go, so none is paired wrongly.
+    for name in earlier_run_outputs(output_dir):
+        if name.startswith(PREFIX_CHECKPOINT_DIR):
+            logger.warning("--overwrite: removing %s of the earlier run.", output_dir / name)
+            shutil.rmtree(output_dir / name)
+
+
+def save_aside(output_dir: Path, save: Callable[[str], None], replace_directory: bool) -> None:
+    """
+    Write with `save(directory)` into a hidden sibling, then move it into place: onto `output_dir` itself when
+    `replace_directory`, else file by file into `output_dir` (which also holds checkpoints). A crash mid-write leaves
+    the old files or the new ones, never a mix of half-written files.
+    """
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    try:
+        save(str(staged))
+        if replace_directory:
+            replace(staged, output_dir)
+            return
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for path in sorted(staged.rglob("*")):
+            target = output_dir / path.relative_to(staged)
+            if path.is_dir():
+                target.mkdir(exist_ok=True)
+            else:
+                os.replace(path, target)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
 def run(
     script_args: ScriptArguments,
     training_args: SFTConfig,
@@ -288,18 +357,31 @@ def run(
     mma_args: MMAArguments,
     callbacks: Sequence[TrainerCallback] | None = None,
 ) -> SFTTrainer:
-    """Load the model and data, train the MMA adapters and save them (and the base model when it was built here)."""
-    model, processor = load_model_and_processor(model_args, seed=training_args.seed)
+    """
+    Load the model and data, train the MMA adapters and save them (and the base model when it was built here).
+
+    Everything is checked before anything is written to `output_dir`: an `output_dir` holding an earlier run is
+    refused unless `--overwrite` or resuming. The base model and the adapter are written aside and moved into place.
+    """
     output_dir = Path(training_args.output_dir)
+    resuming = bool(_resume_target(training_args.resume_from_checkpoint))
+    check_output_dir(output_dir, script_args.overwrite, resuming)
+    train_dataset, eval_dataset = load_datasets(script_args, training_args)
+    model, processor = load_model_and_processor(model_args, seed=training_args.seed)
+    if training_args.process_index == 0 and script_args.overwrite and not resuming:
+        _remove_earlier_run(output_dir)
     if model_args.model_name_or_path is None:
         # A base built here exists nowhere else: save it (before PEFT wraps it in place) so the adapter can reload,
         # and let the adapter's config name it.
         base_dir = output_dir / BASE_MODEL_DIR
         if training_args.process_index == 0:
-            model.save_pretrained(base_dir)
-            processor.save_pretrained(base_dir)
+
+            def save_base(directory: str) -> None:
+                model.save_pretrained(directory)
+                processor.save_pretrained(directory)
+
+            save_aside(base_dir, save_base, replace_directory=True)
         model.config._name_or_path = str(base_dir)
-    train_dataset, eval_dataset = load_datasets(script_args, training_args)
     trainer = build_trainer(model, processor, train_dataset, training_args, mma_args, eval_dataset, callbacks)
     trainable, total = trainable_parameters(trainer.model)
     trainer.accelerator.print(
@@ -307,16 +389,18 @@ def run(
         "projector and modality embedding."
     )
     trainer.train(resume_from_checkpoint=_resume_target(training_args.resume_from_checkpoint))
-    trainer.save_model(str(output_dir))
+    # Every process calls save_model (FSDP and DeepSpeed gather the weights); only the main one writes files.
+    save_aside(output_dir, trainer.save_model, replace_directory=False)
     trainer.accelerator.print(f"Adapter saved to {output_dir}.")
     return trainer
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point `lavin-train`."""
+@user_errors("lavin-train")
+def main(argv: Sequence[str]) -> None:
+    """Console entry point `lavin-train` (a bare `--debug` shows the traceback of an error)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run(*parse_args(argv if argv is not None else sys.argv[1:]))
+    run(*parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
