@@ -2,7 +2,7 @@
 
 Times, interleaved with the base model (medians of the repeats):
 - the vision tower with and without the routed vision adapters (`get_image_features`);
-- the routing pass (`MMAModel.routing_table`: the two modality tokens through the decoder), once per prefill;
+- the routing pass (`run_routing_pass`: the two modality tokens through the decoder), once per parameter state;
 - one decode step (a one-token forward on a KV cache) of the base, of MMA unmerged and of MMA merged;
 - the LLM adapters alone in a decode step (`MMALayer.adapt` on one token, every layer);
 and the number of aten operators one decode step runs (torch.profiler), the cost that dominates small steps.
@@ -19,7 +19,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from transformers_lavin.mma import MMALayer, MMAModel
-from transformers_lavin.mma.routing import rows_from_table
+from transformers_lavin.mma.routing import RowRouting, find_router, rows_from_table, run_routing_pass
 
 from .bench_generation import DTYPES
 from .inputs import build_inputs
@@ -32,7 +32,7 @@ def _decode_step(model: torch.nn.Module, inputs: dict) -> callable:
     """A function running one decode step (one new token on the prompt's KV cache), the cache reset each call."""
     with torch.inference_mode():
         prefill = model(**inputs, use_cache=True)
-    cache = prefill.past_key_values
+    cache = prefill.cache
     length = inputs["input_ids"].shape[1]
     token = prefill.logits[:, -1:].argmax(-1)
     attention_mask = torch.ones(1, length + 1, dtype=torch.long, device=token.device)
@@ -45,7 +45,7 @@ def _decode_step(model: torch.nn.Module, inputs: dict) -> callable:
                 input_ids=token,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=cache,
+                cache=cache,
                 modality_ids=modality_ids,
                 use_cache=True,
             )
@@ -76,7 +76,7 @@ def profile_inference(
     tuner = next(module for module in models["mma"].modules() if isinstance(module, MMAModel))
     with torch.inference_mode():
         table = tuner.routing_table()
-    routing = rows_from_table(table, torch.ones(1, dtype=torch.long, device=device))
+    routing = RowRouting(rows_from_table(table, torch.ones(1, dtype=torch.long, device=device)))
     adapters = [m for m in models["mma"].modules() if isinstance(m, MMALayer) and m.routing_key is not None]
     one_token = torch.randn(1, 1, bench_shape.llm_hidden, device=device, dtype=DTYPES[dtype])
 
@@ -92,9 +92,11 @@ def profile_inference(
 
         return run
 
+    router = find_router(models["mma"])
+
     def routing_pass() -> None:
         with torch.inference_mode():
-            tuner.routing_table()
+            run_routing_pass(router.decoder, router.modality_embeddings())
 
     steps = {kind: _decode_step(model, inputs) for kind, model in models.items()}
     tasks = {

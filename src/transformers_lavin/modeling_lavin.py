@@ -332,14 +332,14 @@ class LavinForConditionalGeneration(LavinPreTrainedModel, LlavaForConditionalGen
             image_outputs=outputs.image_outputs,
         )
 
-    def prepare_inputs_for_generation(
-        self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor | None = None, **kwargs
-    ) -> dict:
-        # Decoding steps see only the newest tokens, so each row's modality is read from the whole sequence.
-        model_inputs = super().prepare_inputs_for_generation(input_ids, inputs_embeds=inputs_embeds, **kwargs)
-        if model_inputs.get("modality_ids") is None and input_ids is not None and input_ids.shape[-1] > 0:
-            model_inputs["modality_ids"] = self.model.get_modality_ids(input_ids)
-        return model_inputs
+    def _expand_inputs_for_generation(
+        self, expand_size: int = 1, is_encoder_decoder: bool = False, input_ids: torch.LongTensor | None = None, **kwargs
+    ) -> tuple[torch.LongTensor, dict]:
+        # Called once per `generate`, on the prompt: each row's modality is read here, so tokens generated later
+        # (even an image token the model emits) never change it, and beams inherit their row's.
+        if kwargs.get("modality_ids") is None and input_ids is not None:
+            kwargs["modality_ids"] = self.model.get_modality_ids(input_ids)
+        return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **kwargs)
 
 
 __all__ = ["LavinPreTrainedModel", "LavinModel", "LavinForConditionalGeneration"]

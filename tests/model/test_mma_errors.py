@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from helpers import mma_model
@@ -42,3 +44,22 @@ def test_adapter_for_another_architecture_is_refused(tmp_path):
 def test_a_model_without_a_decoder_is_refused():
     with pytest.raises(ValueError, match="decoder-only LLM"):
         get_peft_model(torch.nn.Sequential(torch.nn.Linear(4, 4)), MMAConfig(target_modules=["0"]))
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"temperature": float("nan")}, "temperature must be a finite number"),
+        ({"temperature": float("inf")}, "temperature must be a finite number"),
+        ({"scale": float("nan")}, "scale must be a finite number"),
+        ({"temperature": "10"}, "temperature must be a finite number, got '10'"),
+        ({"temperature": 0.0}, "temperature must be > 0.0"),
+        ({"groups": 0}, "groups must be a positive integer"),
+        ({"adapter_hidden_size": 8.0}, "adapter_hidden_size must be a positive integer"),
+        ({"dropout": 1.0}, "dropout must be < 1.0"),
+        ({"merge_modality": "audio"}, "merge_modality must be 'image', 'text' or None"),
+    ],
+)
+def test_config_values_are_checked_for_type_finiteness_and_range(settings, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MMAConfig(**settings)

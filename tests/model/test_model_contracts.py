@@ -159,3 +159,29 @@ def test_torch_export_of_the_model_equals_eager(tiny, mixed_batch):
         exported = torch.export.export(model, args=(), kwargs={**inputs, "use_cache": False}, strict=False)
         actual = exported.module()(**inputs, use_cache=False).logits
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_emitted_image_token_keeps_a_text_row_on_the_text_path(in_vocab):
+    from helpers import llm_layers, mma_model
+
+    from transformers_lavin import compute_routing_table
+
+    base, processor = in_vocab
+    model = mma_model(base, seed=1)
+    inputs = processor(text=["A text-only question?"], return_tensors="pt")
+    layer = llm_layers(model)[0]
+    used = []
+
+    def capture(module, args, kwargs):
+        if isinstance(kwargs["mma_routing"], dict):  # the rows' weights, not the routing pass
+            used.append(kwargs["mma_routing"][module.routing_key].clone())
+
+    handle = layer.register_forward_pre_hook(capture, with_kwargs=True)
+    prompt_length = inputs["input_ids"].shape[1]
+    force = LogitsProcessorList([_ForceTokenAt(base.config.image_token_id, prompt_length + 1)])
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=4, do_sample=False, logits_processor=force)
+    handle.remove()
+    assert output[0, prompt_length + 1] == base.config.image_token_id
+    text_path = compute_routing_table(model)[0, 0]
+    assert len(used) == 4 and all(torch.equal(weights[0], text_path) for weights in used)

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from transformers.utils.hub import convert_file_size_to_int
 
 from ..mma import GroupedLinear, MMAConfig
-from ..mma.layer import fold_into_input_projections
+from ..mma.folding import fold
 from .base import (
     build_base_model,
     build_lavin_config,
@@ -324,6 +324,5 @@ def _fold_plain_vision_adapters(model, adapter: ReferenceAdapter) -> None:
         up.weight.copy_(tensors["conv_B.weight"].squeeze(-1))
         dense_up = up.dense_weight().float()
         down = tensors["conv_A.weight"].squeeze(-1).float()
-        project = dense_up @ down
         shift = dense_up @ tensors["conv_A.bias"].float() + tensors["conv_B.bias"].float()
-        fold_into_input_projections(layers[index].self_attn, project, shift)
+        fold(layers[index].self_attn, dense_up, down, shift, keep_input=False)

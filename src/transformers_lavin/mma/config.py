@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -36,6 +37,8 @@ class MMAConfig(PeftConfig):
         vision_target_modules (`list[str]`, defaults to `["self_attn"]`): The vision tower's attention modules.
         modules_to_save (`list[str]`): Base-model modules trained and saved in full: LaVIN's projector and modality
             embedding. Entries the base model does not have are dropped (a plain causal LM has neither).
+        merge_modality (`str`, *optional*): `"image"` or `"text"`: the inputs a merged model serves, used by
+            `merge_adapter()` and `merge_and_unload()` when they are not given one (a plain LLM defaults to text).
     """
 
     adapter_hidden_size: int = field(default=8, metadata={"help": "Bottleneck width of every adapter."})
@@ -57,29 +60,49 @@ class MMAConfig(PeftConfig):
         default_factory=lambda: ["multi_modal_projector", "modality_embedding"],
         metadata={"help": "Modules trained and saved in full."},
     )
+    merge_modality: Literal["image", "text"] | None = field(
+        default=None, metadata={"help": "image or text: the inputs a merged model serves."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
         self.peft_type = add_mma_peft_type()
+        self._validate()
+        if isinstance(self.target_modules, str):
+            self.target_modules = [self.target_modules]
+        if not self.target_modules:
+            raise ValueError("target_modules is empty: name the LLM attention modules to adapt, e.g. ['self_attn'].")
+
+    def _validate(self) -> None:
+        """Every value checked in one place, for type, finiteness and range, with what to do instead."""
         if self.adapter_type not in ADAPTER_TYPES:
             raise ValueError(f"Unknown adapter_type {self.adapter_type!r}; use one of {ADAPTER_TYPES}.")
         if self.vision_adapter_type not in VISION_ADAPTER_TYPES:
             raise ValueError(
                 f"Unknown vision_adapter_type {self.vision_adapter_type!r}; use one of {VISION_ADAPTER_TYPES}."
             )
-        if self.adapter_hidden_size < 1 or self.adapter_hidden_size % self.groups:
+        if self.merge_modality not in (None, "image", "text"):
+            raise ValueError(f"merge_modality must be 'image', 'text' or None, got {self.merge_modality!r}.")
+        for name in ("adapter_hidden_size", "groups"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.adapter_hidden_size % self.groups:
             raise ValueError(
-                f"adapter_hidden_size ({self.adapter_hidden_size}) must be positive and divisible by groups "
-                f"({self.groups})."
+                f"adapter_hidden_size ({self.adapter_hidden_size}) must be divisible by groups ({self.groups})."
             )
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}.")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-        if isinstance(self.target_modules, str):
-            self.target_modules = [self.target_modules]
-        if not self.target_modules:
-            raise ValueError("target_modules is empty: name the LLM attention modules to adapt, e.g. ['self_attn'].")
+        for name, low, low_open, high in (
+            ("scale", None, False, None),
+            ("temperature", 0.0, True, None),
+            ("dropout", 0.0, False, 1.0),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}.")
+            if low is not None and (value < low or (low_open and value == low)):
+                raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}.")
+            if high is not None and value >= high:
+                raise ValueError(f"{name} must be < {high}, got {value}.")
 
     @property
     def llm_target_names(self) -> list[str]:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 
 import torch
-from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
-from .routing import ROUTING_KWARG, RoutingRecorder
+from .folding import fold, input_projections, unfold
+from .routing import MODALITIES, ROUTING_KWARG, RouteOnFirstToken
 
 
 class GroupedLinear(nn.Module):
@@ -47,36 +48,21 @@ class GroupedLinear(nn.Module):
         return torch.block_diag(*blocks.unbind(0))
 
 
-# Linear layers that read an attention's or MLP's input.
-INPUT_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "qkv_proj", "gate_proj", "up_proj", "gate_up_proj", "fc1")
+def mix_row_up_projections(
+    h: torch.Tensor, weights: torch.Tensor, up_0: GroupedLinear, up_1: GroupedLinear
+) -> torch.Tensor:
+    """
+    `w0 * U0 h + w1 * U1 h` with one routing weight pair per row (`weights`: (batch, 2), `h`: (batch, seq, hidden)).
 
-
-@torch.no_grad()
-def fold_into_input_projections(
-    module: nn.Module, project: torch.Tensor, shift: torch.Tensor, safe_merge: bool = False
-) -> None:
-    """Replace each input projection L(x) of `module` by L(P x + c): W <- W P, b <- b + W c."""
-    readers = [
-        getattr(module, name) for name in INPUT_PROJECTIONS if isinstance(getattr(module, name, None), nn.Linear)
-    ]
-    if not readers:
-        raise ValueError(
-            f"Cannot merge an MMA adapter into {type(module).__name__}: it has none of the input projections "
-            f"{INPUT_PROJECTIONS}. Keep the adapter unmerged."
-        )
-    for linear in readers:
-        if type(linear) is not nn.Linear:
-            raise ValueError(f"Cannot merge into a {type(linear).__name__} (quantised?); load the base unquantised.")
-        weight = linear.weight.float()
-        new_weight = weight @ project.to(weight)
-        new_bias = weight @ shift.to(weight) + (linear.bias.float() if linear.bias is not None else 0.0)
-        if safe_merge and not (torch.isfinite(new_weight).all() and torch.isfinite(new_bias).all()):
-            raise ValueError(f"Merging produced non-finite weights in {type(module).__name__}; adapter is broken.")
-        linear.weight.data = new_weight.to(linear.weight.dtype)
-        if linear.bias is None:
-            linear.bias = nn.Parameter(new_bias.to(linear.weight.dtype))
-        else:
-            linear.bias.data = new_bias.to(linear.bias.dtype)
+    Mixes the two small up-projections per row first and applies the mix once, instead of running both on the
+    (batch, seq, width) activations and mixing those: half the work on the large tensors.
+    """
+    groups, width = up_0.groups, up_0.out_features
+    row_weight = torch.einsum("bp,pwi->bwi", weights, torch.stack((up_0.weight, up_1.weight)))
+    row_bias = weights @ torch.stack((up_0.bias, up_1.bias))
+    blocks = row_weight.view(-1, groups, width // groups, row_weight.shape[-1])
+    mixed = torch.einsum("blgi,bgoi->blgo", h.unflatten(-1, (groups, -1)), blocks).flatten(-2)
+    return mixed + row_bias.unsqueeze(1)
 
 
 class MMALayer(nn.Module, BaseTunerLayer):
@@ -87,12 +73,12 @@ class MMALayer(nn.Module, BaseTunerLayer):
         base_layer: The wrapped module; it receives the adapted input and every other argument unchanged.
         adapter_name: PEFT adapter name.
         width: Feature width of the input.
-        routing_key: Name of this adapter in the routing table (its module path); `None` for per-token routing.
         routed: Whether the adapter has a router (`False` for the `normal` variant).
+        routing_key: Name of this adapter in the routing table (its module path); `None` for per-token routing.
     """
 
     adapter_layer_names = ("mma_down", "mma_up_0", "mma_up_1", "mma_router")
-    other_param_names = ("mma_scale", "mma_temperature")
+    other_param_names = ("mma_dropout", "mma_scale", "mma_temperature", "mma_merged_routing")
 
     def __init__(
         self,
@@ -109,7 +95,7 @@ class MMALayer(nn.Module, BaseTunerLayer):
     ):
         super().__init__()
         self.base_layer = base_layer
-        self.width = width
+        self.in_features = self.out_features = self.width = width
         self.routed = routed
         self.routing_key = routing_key
         self.mma_down = nn.ModuleDict()
@@ -119,26 +105,29 @@ class MMALayer(nn.Module, BaseTunerLayer):
         self.mma_dropout = nn.ModuleDict()
         self.mma_scale: dict[str, float] = {}
         self.mma_temperature: dict[str, float] = {}
+        self.mma_merged_routing: dict[str, torch.Tensor | None] = {}
         self.merged_adapters: list[str] = []
+        self.merged_modality: str | None = None
+        self._created_biases: dict[str, list[str]] = {}
         self._disable_adapters = False
-        # Set by the tuner for the `block` variant: the MLP adapter of the same decoder layer, which the decoder
-        # calls without keyword arguments, so this attention adapter hands it the routing of the current call.
-        self._mlp_partner: MMALayer | None = None
-        self._pending_routing = None
-        self.update_layer(adapter_name, hidden_size, groups, scale, temperature, dropout)
+        self._call_routing = None
+        self._routing_hooks = []
         self._active_adapter = adapter_name
+        self.update_layer(adapter_name, hidden_size, groups, scale, temperature, dropout)
 
     def update_layer(
         self, adapter_name: str, hidden_size: int, groups: int, scale: float, temperature: float, dropout: float
     ) -> None:
-        down = nn.Linear(self.width, hidden_size)
+        """Add (or replace) the adapter `adapter_name` with these settings, as LoRA's `update_layer` does."""
+        device, dtype = self._base_device_and_dtype()
+        down = nn.Linear(self.width, hidden_size, device=device, dtype=dtype)
         nn.init.xavier_uniform_(down.weight)
         nn.init.zeros_(down.bias)
         self.mma_down[adapter_name] = down
-        self.mma_up_0[adapter_name] = GroupedLinear(hidden_size, self.width, groups)  # zero-initialised
+        self.mma_up_0[adapter_name] = GroupedLinear(hidden_size, self.width, groups).to(device, dtype)  # zeros
         if self.routed:
-            self.mma_up_1[adapter_name] = GroupedLinear(hidden_size, self.width, groups)
-            router = nn.Linear(self.width, 2)
+            self.mma_up_1[adapter_name] = GroupedLinear(hidden_size, self.width, groups).to(device, dtype)
+            router = nn.Linear(self.width, 2, device=device, dtype=dtype)
             # PyTorch's default Linear init, as the reference's nn.Linear router.
             nn.init.kaiming_uniform_(router.weight, a=math.sqrt(5))
             bound = 1 / math.sqrt(self.width)
@@ -147,81 +136,91 @@ class MMALayer(nn.Module, BaseTunerLayer):
         self.mma_dropout[adapter_name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.mma_scale[adapter_name] = scale
         self.mma_temperature[adapter_name] = temperature
-        self._move_adapter_to_device_of_base_layer(adapter_name)
-        # Adapters train in full precision, also on a bf16 or quantised base.
-        for module in (self.mma_down, self.mma_up_0, self.mma_up_1, self.mma_router):
-            if adapter_name in module:
-                module[adapter_name].float()
-        self.set_adapter([adapter_name])
+        self.set_adapter(self.active_adapters)
+
+    def _base_device_and_dtype(self) -> tuple[torch.device | None, torch.dtype | None]:
+        """Device and compute dtype of the wrapped module (of its first input projection when quantised)."""
+        base = self.get_base_layer()
+        for name in ("q_proj", "qkv_proj", "gate_proj", "up_proj", "fc1", "out_proj"):
+            linear = getattr(base, name, None)
+            if isinstance(linear, nn.Module):
+                device, dtype = self._get_base_layer_device_and_dtype(linear)
+                if device is not None:
+                    return device, dtype if dtype is not None and dtype.is_floating_point else None
+        floating = next((p for p in base.parameters() if p.is_floating_point()), None)
+        return (floating.device, floating.dtype) if floating is not None else (None, None)
 
     # ---------------------------------------------------------------------------------------------------- routing
     def route(self, adapter_name: str, x: torch.Tensor) -> torch.Tensor:
-        """Routing weights `softmax(R x / t)` over the last axis of `x`, in fp32."""
-        logits = self.mma_router[adapter_name](x.float())
-        return torch.softmax(logits / self.mma_temperature[adapter_name], dim=-1)
+        """Routing weights `softmax(R x / t)` over the last axis of `x` (softmax in fp32, returned in x's dtype)."""
+        router = self.mma_router[adapter_name]
+        logits = router(x.to(router.weight.dtype)).float()
+        return torch.softmax(logits / self.mma_temperature[adapter_name], dim=-1).to(x.dtype)
 
-    def _row_weights(self, adapter_name: str, x: torch.Tensor, routing) -> torch.Tensor:
-        """Routing weights of shape (batch, 1, 2) for an LLM adapter."""
-        if isinstance(routing, RoutingRecorder):
-            weights = self.route(adapter_name, x[:, 0])
-            routing.record(self.routing_key, weights)
-        elif isinstance(routing, dict):
-            weights = routing[self.routing_key]
-        else:
-            # No routing given (a direct call): route on position 0, as the reference does with its modality token.
-            weights = self.route(adapter_name, x[:, 0])
-        return weights.unsqueeze(1)
+    def routes_now(self) -> bool:
+        """Whether a forward now runs this LLM adapter and so needs its routing weights."""
+        return not self.disable_adapters and not self.merged and self._active_adapter_here() is not None
+
+    def take_routing_from(self, attention: nn.Module) -> None:
+        """
+        For an MLP adapter (the `block` variant): the decoder calls the MLP without keyword arguments, but calls the
+        attention of the same layer with the routing, just before. A hook of this adapter's own on that attention
+        reads the routing of each call. It sits inside the decoder layer's forward, so under gradient checkpointing
+        the recompute reads it again.
+        """
+        if not self._routing_hooks:
+            self._routing_hooks.append(attention.register_forward_pre_hook(self._take_call_routing, with_kwargs=True))
+
+    def _take_call_routing(self, module, args, kwargs) -> None:
+        self._call_routing = kwargs.get(ROUTING_KWARG)
+
+    def remove_routing_hooks(self) -> None:
+        for handle in self._routing_hooks:
+            handle.remove()
+        self._routing_hooks = []
 
     # ---------------------------------------------------------------------------------------------------- forward
     def adapt(self, x: torch.Tensor, routing=None) -> torch.Tensor:
-        """Apply the active adapter to `x` (batch, seq, width)."""
-        adapter_name = self._single_active_adapter()
-        compute_dtype = self.mma_down[adapter_name].weight.dtype
-        xf = x.to(compute_dtype)
-        h = self.mma_dropout[adapter_name](self.mma_down[adapter_name](xf))
-        scale = self.mma_scale[adapter_name]
+        """Apply the active adapter to `x` (batch, seq, width): `x + s * (w0 * U0 h + w1 * U1 h)`, `h = dropout(A x)`."""
+        name = self._active_adapter_here()
+        down, up_0 = self.mma_down[name], self.mma_up_0[name]
+        xa = x.to(down.weight.dtype)
+        h = self.mma_dropout[name](down(xa))
         if not self.routed:
-            return (xf + scale * self.mma_up_0[adapter_name](h)).to(x.dtype)
-        up_0, up_1 = self.mma_up_0[adapter_name], self.mma_up_1[adapter_name]
-        if self.routing_key is None:  # vision: every token routes on its own input
-            weights = self.route(adapter_name, xf).to(compute_dtype)
-            mixed = weights[..., 0:1] * up_0(h) + weights[..., 1:2] * up_1(h)
-        else:
-            # One weight per row: mix the two small up-projections first, then apply the mix once, instead of
-            # running both on the (batch, seq, width) activations and mixing those.
-            weights = self._row_weights(adapter_name, xf, routing)[:, 0].to(compute_dtype)  # (batch, 2)
-            groups, width = up_0.groups, self.width
-            row_weight = torch.einsum("bp,pwi->bwi", weights, torch.stack((up_0.weight, up_1.weight)))
-            row_bias = weights @ torch.stack((up_0.bias, up_1.bias))
-            blocks = row_weight.view(-1, groups, width // groups, row_weight.shape[-1])
-            mixed = torch.einsum("blgi,bgoi->blgo", h.unflatten(-1, (groups, -1)), blocks).flatten(-2)
-            mixed = mixed + row_bias.unsqueeze(1)
-        return (xf + scale * mixed).to(x.dtype)
+            delta = up_0(h)
+        elif self.routing_key is None:  # vision: every token routes on its own input
+            w = self.route(name, xa)
+            delta = w[..., 0:1] * up_0(h) + w[..., 1:2] * self.mma_up_1[name](h)
+        else:  # LLM: one weight pair per row, from the routing table
+            w = (routing or RouteOnFirstToken()).weights(self, name, xa)
+            delta = mix_row_up_projections(h, w.to(xa.dtype), up_0, self.mma_up_1[name])
+        return (xa + self.mma_scale[name] * delta).to(x.dtype)
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        routing = kwargs.pop(ROUTING_KWARG, None)
-        if routing is None and self._pending_routing is not None:
-            routing, self._pending_routing = self._pending_routing, None
-        if self._mlp_partner is not None:
-            self._mlp_partner._pending_routing = routing
-        if self.disable_adapters or not self.active_adapters or self.merged:
+        routing = kwargs.pop(ROUTING_KWARG, None) or self._call_routing
+        self._call_routing = None  # used once: the next call of the layer brings its own
+        if not self.routes_now():
             return self.base_layer(hidden_states, *args, **kwargs)
         return self.base_layer(self.adapt(hidden_states, routing), *args, **kwargs)
 
-    def _single_active_adapter(self) -> str:
+    def _active_adapter_here(self) -> str | None:
         active = [name for name in self.active_adapters if name in self.mma_down]
-        if len(active) != 1:
+        if len(active) > 1:
             raise ValueError(
-                f"MMA runs exactly one active adapter per layer; active here: {active}. Use set_adapter(name)."
+                f"MMA runs exactly one active adapter per layer (each routes on its own); active here: {active}. "
+                "Use set_adapter(name)."
             )
-        return active[0]
+        return active[0] if active else None
 
     # ------------------------------------------------------------------------------------------------------ merge
-    def folded_affine(self, adapter_name: str, weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def folded_affine(self, adapter_name: str, weights: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """
-        The adapter as an affine map `y = P x + c` for fixed routing `weights` (2,), dropout off.
+        The adapter as an affine map `y = (I + U V) x + c` for fixed routing `weights` (2,), dropout off.
 
-        P = I + s M A and c = s (M a + w0 b0 + w1 b1), with M = w0 U0 + w1 U1 (dense) and A x + a the down-projection.
+        With M = w0 U0 + w1 U1 (dense) and A x + a the down-projection: U = s M, V = A, c = s (M a + w0 b0 + w1 b1).
+
+        Returns:
+            `(U, V, c)`.
         """
         down = self.mma_down[adapter_name]
         scale = self.mma_scale[adapter_name]
@@ -233,24 +232,109 @@ class MMALayer(nn.Module, BaseTunerLayer):
             mix_bias = w0 * up_0.bias + w1 * up_1.bias
         else:
             mix, mix_bias = up_0.dense_weight(), up_0.bias
-        eye = torch.eye(self.width, dtype=down.weight.dtype, device=down.weight.device)
-        project = eye + scale * mix @ down.weight
-        shift = scale * (mix @ down.bias + mix_bias)
-        return project, shift
+        return scale * mix, down.weight, scale * (mix @ down.bias + mix_bias)
+
+    def get_delta_weight(self, adapter_name: str, routing_weights: torch.Tensor | None = None) -> dict:
+        """
+        What merging adds to each input projection `W x + b` of the wrapped module: `{name: (dW, db)}` with
+        `dW = W U V` and `db = W c` (see [`folded_affine`]).
+        """
+        up, down, shift = self.folded_affine(adapter_name, routing_weights)
+        return {
+            name: (
+                linear.weight @ up.to(linear.weight) @ down.to(linear.weight),
+                linear.weight @ shift.to(linear.weight),
+            )
+            for name, linear in input_projections(self.get_base_layer()).items()
+        }
+
+    def can_merge(self) -> bool:
+        """Routed vision adapters mix per token, which is not linear: they cannot fold into weights."""
+        return not (self.routed and self.routing_key is None)
+
+    def merge(
+        self,
+        safe_merge: bool = False,
+        adapter_names: list[str] | None = None,
+        routing_weights: torch.Tensor | None = None,
+        modality: str | None = None,
+    ) -> None:
+        """
+        Fold the adapter into the wrapped module's input projections, exactly, for fixed `routing_weights` (2,)
+        (those of `modality`, for an LLM adapter).
+        """
+        if not self.can_merge():
+            return
+        if self.routed and routing_weights is None:
+            raise ValueError("An LLM MMA adapter merges for one modality: give its routing weights.")
+        for name in check_adapters_to_merge(self, adapter_names):
+            if name not in self.mma_down:
+                continue
+            up, down, shift = self.folded_affine(name, routing_weights)
+            self._created_biases[name] = fold(self.get_base_layer(), up, down, shift, safe_merge, name)
+            self.mma_merged_routing[name] = routing_weights
+            self.merged_adapters.append(name)
+            if self.routed:
+                self.merged_modality = modality
+
+    def unmerge(self) -> None:
+        """Take every merged adapter out of the wrapped module again (exact up to rounding, as LoRA's)."""
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            up, down, shift = self.folded_affine(name, self.mma_merged_routing.pop(name))
+            unfold(self.get_base_layer(), up, down, shift, self._created_biases.pop(name))
+        self.merged_modality = None
 
     def unload_and_optionally_merge_module(
         self, merge: bool, safe_merge: bool = False, adapter_names: list[str] | None = None
     ) -> nn.Module:
-        """Return the wrapped module, with the adapter folded into its input projections when `merge`."""
-        base = self.get_base_layer()
-        if not merge:
-            return base
-        if self.routed and self.routing_key is None:
-            return self  # per-token routing is not linear: this adapter cannot fold and stays
-        adapter_name = self._single_active_adapter()
-        project, shift = self.folded_affine(adapter_name, getattr(self, "_merge_weights", None))
-        fold_into_input_projections(base, project, shift, safe_merge)
-        return base
+        """The wrapped module, with its merged adapter folded in; an adapter that cannot fold stays wrapped."""
+        if merge and not self.can_merge():
+            return self
+        self.remove_routing_hooks()
+        return self.get_base_layer()
 
     def __repr__(self) -> str:
         return "mma." + super().__repr__()
+
+
+class MMAModalityEmbedding(nn.Module, BaseTunerLayer):
+    """
+    The modality-token embedding of a base model that has none (a plain causal LM, or a VLM other than LaVIN),
+    owned by the tuner and trained with the adapters: one `Embedding(2, width)` per adapter.
+    """
+
+    adapter_layer_names = ("mma_modality_embedding",)
+    other_param_names = ()
+
+    def __init__(self, adapter_name: str, width: int, device: torch.device | None, dtype: torch.dtype | None):
+        super().__init__()
+        self.width = width
+        self._device, self._dtype = device, dtype
+        self.mma_modality_embedding = nn.ModuleDict()
+        self.merged_adapters: list[str] = []
+        self._disable_adapters = False
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name)
+
+    def update_layer(self, adapter_name: str) -> None:
+        embedding = nn.Embedding(2, self.width, device=self._device, dtype=self._dtype)
+        nn.init.normal_(embedding.weight)
+        self.mma_modality_embedding[adapter_name] = embedding
+        self.set_adapter(self.active_adapters)
+
+    def embeddings(self) -> torch.Tensor:
+        """The (2, width) embeddings of the active adapter: row 0 text-only, row 1 with an image."""
+        active = [name for name in self.active_adapters if name in self.mma_modality_embedding]
+        if not active:
+            raise ValueError("No active MMA adapter: use set_adapter(name).")
+        return self.mma_modality_embedding[active[0]].weight
+
+    def merge(self, *args, **kwargs) -> None:  # nothing to fold: the embedding only feeds the routers
+        pass
+
+    def unmerge(self) -> None:
+        pass
+
+
+__all__ = ["GroupedLinear", "MMALayer", "MMAModalityEmbedding", "MODALITIES", "mix_row_up_projections"]

@@ -9,19 +9,15 @@ from peft.tuners.tuners_utils import BaseTuner, _filter_state_dict_by_key_prefix
 from torch import nn
 
 from .config import MMAConfig
-from .layer import INPUT_PROJECTIONS, MMALayer
-from .routing import (
-    MODALITY_IDS_KWARG,
-    ROUTING_KWARG,
-    cached_table,
-    rows_from_table,
-    run_routing_pass,
-    store_table,
-)
+from .folding import INPUT_PROJECTIONS
+from .layer import MMALayer, MMAModalityEmbedding
+from .routing import MODALITIES, ModalityRouter, find_router
 
 logger = logging.getLogger(__name__)
 
-MODALITIES = {"text": 0, "image": 1}
+# Where the tuner keeps the modality embedding of a base model that has none (inside the decoder, so PEFT's
+# set/delete/cast functions, which walk the model, treat it like any adapter layer).
+MODALITY_TOKEN_ATTRIBUTE = "modality_token"
 
 
 def _find_decoder(model: nn.Module) -> tuple[str, nn.Module]:
@@ -64,6 +60,29 @@ def _declare_new_biases(model: nn.Module) -> None:
                 setattr(text_config, flag, True)
 
 
+def _make_checkpointing_non_reentrant(model: nn.Module) -> None:
+    """
+    MMA's routing weights come from one pass shared by all layers, which reentrant checkpointing cannot
+    differentiate through. PEFT's k-bit recipe enables reentrant checkpointing by default; switch it over.
+    """
+    layers = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False)]
+    reentrant = [
+        m
+        for m in layers
+        if getattr(getattr(m, "_gradient_checkpointing_func", None), "keywords", {}).get("use_reentrant", True)
+    ]
+    if not reentrant:
+        return
+    pretrained = next((m for m in [model, *model.modules()] if hasattr(m, "gradient_checkpointing_enable")), None)
+    if pretrained is None:
+        return
+    logger.warning(
+        "MMA needs non-reentrant gradient checkpointing (its routing is shared by all layers); switching to "
+        "gradient_checkpointing_kwargs={'use_reentrant': False}."
+    )
+    pretrained.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 class MMAModel(BaseTuner):
     """
     Mixture-of-Modality Adaptation (Luo et al., 2023) as a PEFT tuner. Wraps every targeted LLM attention (and MLP,
@@ -82,20 +101,38 @@ class MMAModel(BaseTuner):
     """
 
     prefix: str = "mma_"
-    tuner_layer_cls = MMALayer
+    tuner_layer_cls = (MMALayer, MMAModalityEmbedding)
     target_module_mapping: dict[str, list[str]] = {}
-    uses_shared_state = True  # a plain LLM's modality embedding lives on the tuner
-
-    def __init__(self, model, config, adapter_name, low_cpu_mem_usage: bool = False, state_dict=None):
-        self._routing_hook = None
-        self._llm_layers: list[MMALayer] = []
-        super().__init__(model, config, adapter_name, low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict)
 
     # ------------------------------------------------------------------------------------------------- injection
     def _prepare_adapter_config(self, peft_config: MMAConfig, model_config: dict) -> MMAConfig:
         return peft_config
 
-    def _pre_injection_hook(self, model: nn.Module, config: MMAConfig, adapter_name: str) -> None:
+    def inject_adapter(
+        self,
+        model: nn.Module,
+        adapter_name: str,
+        autocast_adapter_dtype: bool = True,
+        low_cpu_mem_usage: bool = False,
+        state_dict: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        # Runs for the first adapter and for every one added later (add_adapter, load_adapter).
+        self._inspect_base(model, self.peft_config[adapter_name])
+        _make_checkpointing_non_reentrant(model)
+        super().inject_adapter(
+            model,
+            adapter_name,
+            autocast_adapter_dtype=autocast_adapter_dtype,
+            low_cpu_mem_usage=low_cpu_mem_usage,
+            state_dict=state_dict,
+        )
+        # After PEFT froze the base: a base without a modality token gets one per adapter, owned by the tuner.
+        if self._modality_embedding_name is None:
+            self._add_modality_token(model, adapter_name, self.peft_config[adapter_name].inference_mode)
+        self._install_routing(model, self.peft_config[adapter_name])
+
+    def _inspect_base(self, model: nn.Module, config: MMAConfig) -> None:
+        """Find the decoder, the vision tower and LaVIN's modality embedding; check the targets before injecting."""
         self._decoder_name, decoder = _find_decoder(model)
         vision = getattr(getattr(model, "model", model), "vision_tower", None)
         self._vision_name = next((n for n, m in model.named_modules() if m is vision), None) if vision else None
@@ -121,14 +158,18 @@ class MMAModel(BaseTuner):
             if dropped:
                 logger.info("MMA: the base model has no %s; not saving them.", dropped)
             config.modules_to_save = present or None
-        if self._modality_embedding_name is None:
-            # A plain LLM has no modality token: give the adapters one, trained with them (text path only).
-            if not hasattr(self, "mma_modality_embedding"):
-                self.mma_modality_embedding = nn.ModuleDict()
-            width = decoder.get_input_embeddings().weight.shape[1]
-            embedding = nn.Embedding(2, width, device=decoder.get_input_embeddings().weight.device)
-            nn.init.normal_(embedding.weight)
-            self.mma_modality_embedding[adapter_name] = embedding
+
+    def _add_modality_token(self, model: nn.Module, adapter_name: str, inference_mode: bool) -> None:
+        decoder = model.get_submodule(self._decoder_name)
+        token = getattr(decoder, MODALITY_TOKEN_ATTRIBUTE, None)
+        if isinstance(token, MMAModalityEmbedding):
+            token.update_layer(adapter_name)
+        else:
+            weight = decoder.get_input_embeddings().weight
+            dtype = weight.dtype if weight.is_floating_point() else None
+            token = MMAModalityEmbedding(adapter_name, weight.shape[1], weight.device, dtype)
+            decoder.add_module(MODALITY_TOKEN_ATTRIBUTE, token)
+        token.set_adapter(self.active_adapters, inference_mode=inference_mode)
 
     def _check_target_module_exists(self, peft_config: MMAConfig, key: str) -> bool:
         name = key.rsplit(".", 1)[-1]
@@ -149,10 +190,7 @@ class MMAModel(BaseTuner):
             return
         in_vision = _is_under(current_key, self._vision_name)
         config = self.model.config
-        if in_vision:
-            width = config.vision_config.hidden_size
-        else:
-            width = config.get_text_config().hidden_size
+        width = config.vision_config.hidden_size if in_vision else config.get_text_config().hidden_size
         new_module = MMALayer(
             target,
             adapter_name,
@@ -161,38 +199,42 @@ class MMAModel(BaseTuner):
             routing_key=None if in_vision else current_key,
             **settings,
         )
-        device = next(target.parameters()).device
-        new_module._move_adapter_to_device_of_base_layer(adapter_name, device=device)
-        if adapter_name != self.active_adapter:
+        if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
 
-    def _post_injection_hook(self, model: nn.Module, config: MMAConfig, adapter_name: str) -> None:
-        layers = {name: module for name, module in model.named_modules() if isinstance(module, MMALayer)}
-        # Kept so the per-forward routing hook need not walk the whole model.
-        self._llm_layers = [module for module in layers.values() if module.routing_key is not None]
-        for name, module in layers.items():
+    def _install_routing(self, model: nn.Module, config: MMAConfig) -> None:
+        """Give MLP adapters their routing source and (once) put the modality router on the decoder."""
+        decoder = model.get_submodule(self._decoder_name)
+        named = {name: m for name, m in model.named_modules() if isinstance(m, MMALayer) and m.routing_key is not None}
+        for name, layer in named.items():
             parent, _, leaf = name.rpartition(".")
-            if leaf == "mlp" and module.routing_key is not None:
-                partners = [layers.get(f"{parent}.{target}") for target in config.target_modules]
-                partner = next((p for p in partners if p is not None), None)
-                if partner is None:
-                    raise ValueError(f"adapter_type='block' needs an adapted attention beside {name}.")
-                # A plain attribute, not a submodule: the MLP adapter must not be registered twice.
-                object.__setattr__(partner, "_mlp_partner", module)
-        if self._routing_hook is None:
-            decoder = self.model.get_submodule(self._decoder_name) if self._decoder_name else self.model
-            self._routing_hook = decoder.register_forward_pre_hook(self._route, with_kwargs=True)
+            if leaf in config.target_modules:
+                continue
+            attention = next((named[f"{parent}.{t}"] for t in config.target_modules if f"{parent}.{t}" in named), None)
+            if attention is None:
+                raise ValueError(f"adapter_type='block' needs an adapted attention beside {name}.")
+            layer.take_routing_from(attention)
+        llm_layers = list(named.values())
+        router = find_router(decoder)
+        if router is not None:
+            router.llm_layers = llm_layers
+            return
+        if self._modality_embedding_name is not None:
+            source = model.get_submodule(self._modality_embedding_name)
+        else:
+            source = getattr(decoder, MODALITY_TOKEN_ATTRIBUTE)
+        ModalityRouter(decoder, self._modality_embeddings, source, llm_layers)
 
-    def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
-        super()._mark_only_adapters_as_trainable(model)
-        if hasattr(self, "mma_modality_embedding"):
-            for name, embedding in self.mma_modality_embedding.items():
-                embedding.requires_grad_(name in self.active_adapters)
-
-    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
-        # MMALayer keeps its adapters in fp32 itself; nothing to cast.
-        pass
+    def _modality_embeddings(self) -> torch.Tensor:
+        """The two modality-token embeddings (text, image), shape (2, width), in the decoder's dtype."""
+        decoder = self.model.get_submodule(self._decoder_name)
+        weight = decoder.get_input_embeddings().weight
+        dtype = weight.dtype if weight.is_floating_point() else torch.float32
+        if self._modality_embedding_name is not None:
+            embedding = self.model.get_submodule(self._modality_embedding_name)
+            return embedding(torch.arange(2, device=weight.device)).to(dtype)
+        return getattr(decoder, MODALITY_TOKEN_ATTRIBUTE).embeddings().to(weight.device, dtype)
 
     @classmethod
     def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
@@ -213,79 +255,40 @@ class MMAModel(BaseTuner):
         return remapped
 
     # --------------------------------------------------------------------------------------------------- routing
-    def modality_embeddings(self) -> torch.Tensor:
-        """The two modality-token embeddings (text, image), shape (2, width), in the decoder's dtype."""
-        decoder = self.model.get_submodule(self._decoder_name)
-        dtype = decoder.get_input_embeddings().weight.dtype
-        if self._modality_embedding_name is not None:
-            embedding = self.model.get_submodule(self._modality_embedding_name)
-            device = decoder.get_input_embeddings().weight.device
-            return embedding(torch.arange(2, device=device)).to(dtype)
-        adapter = self.active_adapters[0]
-        return self.mma_modality_embedding[adapter].weight.to(dtype)
-
     def routing_table(self) -> dict[str, torch.Tensor]:
-        """
-        The routing weights of every LLM adapter for each modality: adapter key -> (2, 2), row 0 for text-only
-        inputs and row 1 for inputs with an image; column j weights the adapter's up-projection j.
-        """
-        decoder = self.model.get_submodule(self._decoder_name)
-        table = run_routing_pass(decoder, self.modality_embeddings())
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
-            if table and not any(w.requires_grad for w in table.values()):
-                raise RuntimeError(
-                    "The MMA routing weights lost their gradient. This happens with reentrant gradient "
-                    "checkpointing; enable it with gradient_checkpointing_kwargs={'use_reentrant': False}."
-                )
-        return table
-
-    def _route(self, module: nn.Module, args: tuple, kwargs: dict):
-        """Forward pre-hook on the decoder: give every row the routing weights of its modality."""
-        if ROUTING_KWARG in kwargs:  # the routing pass itself, or routing given by the caller
-            return None
-        modality_ids = kwargs.pop(MODALITY_IDS_KWARG, None)
-        if not self._has_active_llm_adapters():
-            return args, kwargs
-        cache = kwargs.get("cache")
-        table = cached_table(cache)
-        if table is None:
-            table = self.routing_table()
-            store_table(cache, table)
-        reference = kwargs.get("inputs_embeds")
-        if reference is None:
-            reference = kwargs.get("input_ids", args[0] if args else None)
-        if modality_ids is None:
-            modality_ids = torch.zeros(reference.shape[0], dtype=torch.long, device=reference.device)
-        first = next(iter(table.values()))
-        kwargs[ROUTING_KWARG] = rows_from_table(table, modality_ids.to(first.device))
-        return args, kwargs
-
-    def _has_active_llm_adapters(self) -> bool:
-        return any(not layer.disable_adapters for layer in self._llm_layers)
+        """The routing weights of every LLM adapter per modality (see [`ModalityRouter.table`])."""
+        return find_router(self.model.get_submodule(self._decoder_name)).table()
 
     # ----------------------------------------------------------------------------------------------------- merge
-    def merge_and_unload(
-        self,
-        modality: str | None = None,
-        progressbar: bool = False,
-        safe_merge: bool = False,
-        adapter_names: list[str] | None = None,
-    ) -> nn.Module:
-        """
-        Fold the adapters into the linear layers that read their output and return the plain base model.
-
-        LLM adapters fold exactly for one modality, since their routing depends only on it: the merged model is for
-        `modality="image"` prompts (with an image) or `modality="text"` prompts. Vision adapters without a router
-        (`normal`) fold exactly; routed vision adapters depend on each token and stay in place.
-
-        Args:
-            modality (`str`): `"image"` or `"text"`.
-        """
+    def _merge_modality(self, modality: str | None, adapter_names: list[str] | None) -> str:
+        names = adapter_names or self.active_adapters
+        configured = {self.peft_config[name].merge_modality for name in names if name in self.peft_config}
+        modality = modality or (configured.pop() if len(configured) == 1 else None)
+        if modality is None and self._modality_embedding_name is None:
+            modality = "text"  # a plain LLM only has the text path
         if modality not in MODALITIES:
             raise ValueError(
-                "MMA's LLM adapters route by modality, so merging fixes one: call "
-                "merge_and_unload(modality='image') or merge_and_unload(modality='text')."
+                "MMA's LLM adapters route by modality, so merging fixes one: pass modality='image' or "
+                "modality='text' (or set merge_modality in the MMAConfig)."
             )
+        return modality
+
+    def merge_adapter(
+        self, adapter_names: list[str] | None = None, safe_merge: bool = False, modality: str | None = None
+    ) -> None:
+        """
+        Merge the adapters into the base weights in place, for one modality; `unmerge_adapter()` takes them out
+        again. The merged model serves inputs of that modality only (a batch holding the other one is refused).
+        Routed vision adapters mix per token and stay unmerged.
+
+        Args:
+            adapter_names (`list[str]`, *optional*): Adapters to merge; the active ones by default.
+            safe_merge (`bool`): Check the merged weights for NaNs before writing them.
+            modality (`str`, *optional*): `"image"` or `"text"`; defaults to the config's `merge_modality` (and to
+                `"text"` on a plain LLM, which has no image path).
+        """
+        self._check_merge_allowed()
+        modality = self._merge_modality(modality, adapter_names)
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
@@ -295,10 +298,26 @@ class MMAModel(BaseTuner):
         for module in self.model.modules():
             if isinstance(module, MMALayer):
                 weights = table[module.routing_key][index] if module.routing_key is not None else None
-                module._merge_weights = weights
-        merged = self._unload_and_optionally_merge(
-            merge=True, progressbar=progressbar, safe_merge=safe_merge, adapter_names=adapter_names
-        )
+                module.merge(
+                    safe_merge=safe_merge, adapter_names=adapter_names, routing_weights=weights, modality=modality
+                )
+
+    def merge_and_unload(
+        self,
+        progressbar: bool = False,
+        safe_merge: bool = False,
+        adapter_names: list[str] | None = None,
+        modality: str | None = None,
+    ) -> nn.Module:
+        """
+        Merge the adapters for one modality (see [`merge_adapter`]) and return the plain base model.
+
+        LLM adapters fold exactly for one modality, since their routing depends only on it: the merged model is for
+        `modality="image"` prompts (with an image) or `modality="text"` prompts. Vision adapters without a router
+        (`normal`) fold exactly; routed vision adapters depend on each token and stay in place.
+        """
+        self.merge_adapter(adapter_names=adapter_names, safe_merge=safe_merge, modality=modality)
+        merged = self._unload_and_optionally_merge(merge=True, progressbar=progressbar, adapter_names=adapter_names)
         self._remove_routing()
         _declare_new_biases(merged)
         return merged
@@ -315,10 +334,12 @@ class MMAModel(BaseTuner):
         else:  # unloading: the plain module goes back as it is (PEFT's version assumes a Linear-like layer)
             setattr(parent, child_name, new_module)
 
-    def merge_adapter(self, *args, **kwargs) -> None:
-        raise NotImplementedError("MMA merges for one modality at a time: use merge_and_unload(modality=...).")
-
     def _remove_routing(self) -> None:
-        if self._routing_hook is not None:
-            self._routing_hook.remove()
-            self._routing_hook = None
+        decoder = self.model.get_submodule(self._decoder_name)
+        router = find_router(decoder)
+        if any(isinstance(m, MMALayer) and m.routing_key is not None for m in self.model.modules()):
+            return
+        if router is not None:
+            router.remove()
+        if isinstance(getattr(decoder, MODALITY_TOKEN_ATTRIBUTE, None), MMAModalityEmbedding):
+            delattr(decoder, MODALITY_TOKEN_ATTRIBUTE)

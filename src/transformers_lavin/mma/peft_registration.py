@@ -26,17 +26,3 @@ def add_mma_peft_type() -> PeftType:
     PeftType._member_names_.append(MMA_NAME)
     type.__setattr__(PeftType, MMA_NAME, member)
     return member
-
-
-def register_mma_with_peft() -> None:
-    """Register MMA's config and tuner with PEFT (idempotent)."""
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-    from peft.utils import register_peft_method
-
-    from .config import MMAConfig
-    from .model import MMAModel
-
-    peft_type = add_mma_peft_type()
-    if peft_type in PEFT_TYPE_TO_CONFIG_MAPPING:
-        return
-    register_peft_method(name="mma", config_cls=MMAConfig, model_cls=MMAModel, prefix="mma_")

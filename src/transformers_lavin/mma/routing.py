@@ -1,4 +1,4 @@
-"""Exact, stateless routing for the LLM adapters.
+"""Exact, stateless routing for the LLM adapters: every routing function of MMA lives here.
 
 In the reference, a modality token sits at position 0 and no other token attends to it, so its hidden state, and
 hence every router's input, depends only on the modality. The routing weights therefore form a small table: for each
@@ -7,32 +7,48 @@ the two modality embeddings alone through the decoder (one token each, at positi
 without the token, giving each row the weights of its modality. RoPE is relative and the token is never attended,
 so dropping it changes nothing.
 
-The table and the per-row weights travel as a keyword argument: transformers' decoders hand `**kwargs` to each
-decoder layer and on to `self_attn`, where the MMA wrapper picks them up. That works with every attention backend
-and inside gradient-checkpointed layers. During generation the table is computed once, at prefill, and kept on the
-KV cache object for the decoding steps.
+The per-row weights travel as a keyword argument: transformers' decoders hand `**kwargs` to each decoder layer and on
+to `self_attn`, where the MMA wrapper picks them up, with every attention backend and inside gradient-checkpointed
+layers. The table depends only on the parameters: outside training it is computed once per parameter state and
+reused by every forward (prefill and decoding steps alike) until a parameter changes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+from torch import nn
 
 ROUTING_KWARG = "mma_routing"
 MODALITY_IDS_KWARG = "modality_ids"
-_CACHE_ATTRIBUTE = "_mma_routing_table"
+MODALITIES = {"text": 0, "image": 1}
+_ROUTER_ATTRIBUTE = "_mma_modality_router"
 
 
-class RoutingRecorder:
-    """Collects the weights each adapter computes during the routing pass: key -> (num_modalities, 2)."""
+class RouteOnFirstToken:
+    """
+    Each adapter routes on its own input at position 0, the reference's rule. Used for the routing pass (the
+    modality tokens alone) and for direct calls of an adapted module; records what each adapter computed.
+    """
 
     def __init__(self):
-        self.weights: dict[str, torch.Tensor] = {}
+        self.table: dict[str, torch.Tensor] = {}
 
-    def record(self, key: str, weights: torch.Tensor) -> None:
-        self.weights[key] = weights
+    def weights(self, layer, adapter_name: str, x: torch.Tensor) -> torch.Tensor:
+        weights = layer.route(adapter_name, x[:, 0])
+        self.table[layer.routing_key] = weights
+        return weights
 
 
-def run_routing_pass(decoder: torch.nn.Module, modality_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
+class RowRouting(dict):
+    """Every row takes the weights of its modality from the routing table: adapter key -> (batch, 2)."""
+
+    def weights(self, layer, adapter_name: str, x: torch.Tensor) -> torch.Tensor:
+        return self[layer.routing_key]
+
+
+def run_routing_pass(decoder: nn.Module, modality_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
     """
     Run the modality embeddings alone through `decoder` and return the routing table.
 
@@ -43,16 +59,16 @@ def run_routing_pass(decoder: torch.nn.Module, modality_embeddings: torch.Tensor
     Returns:
         `dict` mapping each adapter's routing key to its weights, shape (num_modalities, 2).
     """
-    recorder = RoutingRecorder()
+    routing = RouteOnFirstToken()
     num_modalities = modality_embeddings.shape[0]
     position_ids = torch.zeros(num_modalities, 1, dtype=torch.long, device=modality_embeddings.device)
     decoder(
         inputs_embeds=modality_embeddings.unsqueeze(1),
         position_ids=position_ids,
         use_cache=False,
-        **{ROUTING_KWARG: recorder},
+        **{ROUTING_KWARG: routing},
     )
-    return recorder.weights
+    return routing.table
 
 
 def rows_from_table(table: dict[str, torch.Tensor], modality_ids: torch.LongTensor) -> dict[str, torch.Tensor]:
@@ -62,33 +78,126 @@ def rows_from_table(table: dict[str, torch.Tensor], modality_ids: torch.LongTens
     return dict(zip(table.keys(), rows.unbind(0), strict=True))
 
 
-def cached_table(cache) -> dict[str, torch.Tensor] | None:
-    return getattr(cache, _CACHE_ATTRIBUTE, None) if cache is not None else None
+def _parameter_state(modules: list[nn.Module]) -> tuple:
+    """Identifies the values of every parameter: in-place updates bump `_version`, `.to()` changes storage/dtype."""
+    return tuple((p.data_ptr(), p._version, p.dtype, p.device) for module in modules for p in module.parameters())
 
 
-def store_table(cache, table: dict[str, torch.Tensor]) -> None:
-    if cache is not None:
-        setattr(cache, _CACHE_ATTRIBUTE, table)
+class ModalityRouter:
+    """
+    The forward pre-hook on the decoder that gives every row the routing weights of its modality.
+
+    Args:
+        decoder: The decoder stack holding the adapted layers.
+        modality_embeddings: Returns the (2, width) modality-token embeddings of the active adapter.
+        modality_source: The module that holds them (its parameters key the table's cache).
+        llm_layers: The routed LLM adapter layers (to skip routing when none is active or all are merged).
+    """
+
+    def __init__(
+        self,
+        decoder: nn.Module,
+        modality_embeddings: Callable[[], torch.Tensor],
+        modality_source: nn.Module,
+        llm_layers: list[nn.Module],
+    ):
+        self.decoder = decoder
+        self.modality_embeddings = modality_embeddings
+        self.modality_source = modality_source
+        self.llm_layers = llm_layers
+        self._cached: tuple[tuple, dict[str, torch.Tensor]] | None = None
+        self._handle = decoder.register_forward_pre_hook(self, with_kwargs=True)
+        object.__setattr__(decoder, _ROUTER_ATTRIBUTE, self)  # a plain attribute: found by compute_routing_table
+
+    def remove(self) -> None:
+        self._handle.remove()
+        if getattr(self.decoder, _ROUTER_ATTRIBUTE, None) is self:
+            object.__delattr__(self.decoder, _ROUTER_ATTRIBUTE)
+
+    def table(self) -> dict[str, torch.Tensor]:
+        """
+        The routing weights of every LLM adapter for each modality: adapter key -> (2, 2), row 0 for text-only
+        inputs and row 1 for inputs with an image; column j weights the adapter's up-projection j.
+
+        Outside training (no gradient, no dropout) the table is reused until a parameter of the decoder or of the
+        modality embedding changes (an optimizer step, loading weights, `set_adapter`, a dtype or device move).
+        """
+        if torch.is_grad_enabled() or self.decoder.training:
+            self._cached = None
+            table = run_routing_pass(self.decoder, self.modality_embeddings())
+            self._check_gradients(table)
+            return table
+        state = (_active_adapters(self.llm_layers), _parameter_state([self.decoder, self.modality_source]))
+        if self._cached is None or self._cached[0] != state:
+            self._cached = (state, run_routing_pass(self.decoder, self.modality_embeddings()))
+        return self._cached[1]
+
+    def _check_gradients(self, table: dict[str, torch.Tensor]) -> None:
+        trainable = any(p.requires_grad for layer in self.llm_layers for p in layer.parameters())
+        if trainable and table and not any(weights.requires_grad for weights in table.values()):
+            raise RuntimeError(
+                "The MMA routing weights lost their gradient. This happens with reentrant gradient "
+                "checkpointing; enable it with gradient_checkpointing_kwargs={'use_reentrant': False}."
+            )
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict):
+        """Forward pre-hook on the decoder: give every row the routing weights of its modality."""
+        if ROUTING_KWARG in kwargs:  # the routing pass itself, or routing given by the caller
+            return None
+        modality_ids = kwargs.pop(MODALITY_IDS_KWARG, None)
+        routed = [layer for layer in self.llm_layers if layer.routes_now()]
+        if not routed:
+            _check_merged_modality(self.llm_layers, modality_ids)
+            return args, kwargs
+        reference = kwargs.get("inputs_embeds")
+        if reference is None:
+            reference = kwargs.get("input_ids", args[0] if args else None)
+        if modality_ids is None:
+            modality_ids = torch.zeros(reference.shape[0], dtype=torch.long, device=reference.device)
+        table = self.table()
+        first = next(iter(table.values()))
+        kwargs[ROUTING_KWARG] = RowRouting(rows_from_table(table, modality_ids.to(first.device)))
+        return args, kwargs
 
 
-def compute_routing_table(model: torch.nn.Module) -> torch.Tensor | None:
+def _active_adapters(layers: list[nn.Module]) -> tuple:
+    return tuple(tuple(layer.active_adapters) for layer in layers[:1])
+
+
+def _check_merged_modality(layers: list[nn.Module], modality_ids: torch.LongTensor | None) -> None:
+    merged = {layer.merged_modality for layer in layers if layer.merged_modality is not None}
+    if not merged or modality_ids is None or torch.compiler.is_compiling():
+        return
+    (modality,) = merged
+    if bool((modality_ids != MODALITIES[modality]).any()):
+        other = "text-only" if modality == "image" else "image"
+        raise ValueError(
+            f"The MMA adapters are merged for {modality!r} inputs, but the batch holds {other} rows, which route "
+            "differently. Call unmerge_adapter(), or merge_adapter(modality=...) for the modality you serve."
+        )
+
+
+def find_router(model: nn.Module) -> ModalityRouter | None:
+    """The `ModalityRouter` installed on a decoder inside `model`, if any."""
+    return next((r for m in model.modules() if (r := getattr(m, _ROUTER_ATTRIBUTE, None)) is not None), None)
+
+
+def compute_routing_table(model: nn.Module) -> torch.Tensor | None:
     """
     The routing weights of the LLM attention adapters, for display and analysis.
 
     Args:
-        model: A PEFT model with MMA adapters (or anything holding an `MMAModel`).
+        model: A PEFT model with MMA adapters (or anything holding one).
 
     Returns:
         `torch.Tensor` of shape (num_adapted_layers, 2, 2), in layer order: `table[layer, modality, path]`, with
         modality 0 = text-only input and 1 = input with an image, and path j the weight of up-projection j.
         `None` when the model has no MMA adapters (e.g. after `merge_and_unload`).
     """
-    from .model import MMAModel
-
-    tuner = next((m for m in model.modules() if isinstance(m, MMAModel)), None)
-    if tuner is None:
+    router = find_router(model)
+    if router is None:
         return None
     with torch.no_grad():
-        table = tuner.routing_table()
+        table = router.table()
     keys = [key for key in table if not key.endswith(".mlp")]
     return torch.stack([table[key].float().cpu() for key in keys]) if keys else None
