@@ -19,8 +19,9 @@ DEBUG_FLAG = "--debug"
 DEBUG_ENVIRONMENT_VARIABLE = "LAVIN_DEBUG"
 EXIT_USER_ERROR = 1
 
-# What the package raises for input it cannot use. `OSError` covers missing files and full disks.
-USER_ERROR_TYPES: tuple[type[BaseException], ...] = (ValueError, OSError)
+# What the package raises for input it cannot use. `OSError` covers missing files and full disks, `ImportError` an
+# optional dependency the chosen option needs (its message says what to install).
+USER_ERROR_TYPES: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError)
 
 
 class UserInputError(ValueError):

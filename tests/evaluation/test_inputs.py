@@ -229,14 +229,14 @@ def test_cli_errors_are_one_line_before_anything_is_written(tmp_path, capsys, po
     out = tmp_path / "runs"
     status = main(["--model", "x.py:f", "--task", f"pope={tmp_path / 'missing'}", "--output-dir", str(out)])
     error = capsys.readouterr().err
-    assert status == 2 and error.count("\n") == 1 and "No POPE split file" in error and "Traceback" not in error
+    assert status == 1 and error.count("\n") == 1 and "No POPE split file" in error and "Traceback" not in error
     assert not out.exists()
     status = main(["--model", "x.py:f", "--task", f"pope={pope_dir}", "--device", "cuda:0", "--output-dir", str(out)])
-    assert status == 2 and "no CUDA GPU" in capsys.readouterr().err and not out.exists()
-    with pytest.raises(FileNotFoundError):
-        main(["--model", "x.py:f", "--task", f"pope={tmp_path / 'missing'}", "--debug"])
+    assert status == 1 and "no CUDA GPU" in capsys.readouterr().err and not out.exists()
+    assert main(["--model", "x.py:f", "--task", f"pope={tmp_path / 'missing'}", "--debug"]) == 1
+    assert "Traceback" in (debug_error := capsys.readouterr().err) and "FileNotFoundError" in debug_error
     status = main(["--adapter", str(tmp_path), "--task", f"pope={pope_dir}", "--output-dir", str(out)])
-    assert status == 2 and "No adapter_config.json" in capsys.readouterr().err and not out.exists()
+    assert status == 1 and "No adapter_config.json" in capsys.readouterr().err and not out.exists()
 
 
 def test_cli_refuses_other_settings_in_the_same_output_dir(tmp_path, pope_dir, capsys):
@@ -245,7 +245,7 @@ def test_cli_refuses_other_settings_in_the_same_output_dir(tmp_path, pope_dir, c
     args = ["--model", f"m={module}:generate", "--task", f"pope={pope_dir}", "--output-dir", str(tmp_path / "o"),
             "--no-progress"]  # fmt: skip
     assert main(args) == 0
-    assert main([*args, "--task-option", "pope.answer_rule=lenient"]) == 2
+    assert main([*args, "--task-option", "pope.answer_rule=lenient"]) == 1
     assert "answer_rule: 'official' -> 'lenient'" in capsys.readouterr().err
     assert main([*args, "--task-option", "pope.answer_rule=lenient", "--overwrite"]) == 0
     for name in ("comparison.png", "comparison_pope.png", "summary.md"):

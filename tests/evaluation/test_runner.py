@@ -220,4 +220,4 @@ def test_cli_rejects_bad_arguments(tmp_path):
         main(["--model", "x.py:f", "--task", f"nope={tmp_path}"])
     with pytest.raises(SystemExit, match="has no option 'colour'"):
         main(["--model", "x.py:f", "--task", f"vqa={tmp_path}", "--task-option", "vqa.colour=red"])
-    assert main(["--model", "x.py:f", "--task", f"vqa={tmp_path}", "--judge-url", "http://127.0.0.1:9/v1"]) == 2
+    assert main(["--model", "x.py:f", "--task", f"vqa={tmp_path}", "--judge-url", "http://127.0.0.1:9/v1"]) == 1

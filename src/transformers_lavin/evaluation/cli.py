@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .judge import HTTPJudge, JudgeError, load_hf_judge
+from ..cli_errors import add_debug_argument, user_errors
+from .judge import HTTPJudge, load_hf_judge
 from .models import adapter_base, load_model, resolve_device
 from .report import markdown_table
 from .runner import CONFIG_FILE, _check_settings, run_evaluation
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="Discard earlier results in --output-dir made with other settings."
     )
-    parser.add_argument("--debug", action="store_true", help="Show the full traceback of an error.")
+    add_debug_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     hf = parser.add_argument_group("transformers models")
     hf.add_argument("--dtype", default="auto", help="e.g. bfloat16, float16, float32")
@@ -231,18 +232,12 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `lavin-eval`; returns the exit status. A bad input is one line on stderr and status 2."""
+@user_errors("lavin-eval")
+def main(argv: list[str]) -> int:
+    """Entry point of `lavin-eval`; returns the exit status. A bad input is one line on stderr and status 1."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return _run(args)
-    except (ValueError, OSError, JudgeError, ImportError) as error:
-        if args.debug:
-            raise
-        message = " ".join(str(error).split()) or type(error).__name__
-        sys.stderr.write(f"lavin-eval: error: {message} (run with --debug for the traceback)\n")
-        return 2
+    return _run(args)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ import time
 import urllib.parse
 from typing import Any, Protocol
 
+from ..cli_errors import UserInputError
 
-class JudgeError(RuntimeError):
+
+class JudgeError(UserInputError):
     """A judge failed: no answer (timeout, HTTP error) or an answer that cannot be read."""
 
 
