@@ -192,5 +192,13 @@ def push_model_to_hub(
 
 
 def _push_card(card: ModelCard, repo_id: str, token: str) -> str:
-    # Last, so it replaces the generic README that transformers' push_to_hub writes.
-    return str(card.push_to_hub(repo_id, token=token, commit_message="Add model card"))
+    # Last, so it replaces the generic README that transformers' push_to_hub writes. Uploaded as a file rather than
+    # with ModelCard.push_to_hub, whose YAML check some huggingface_hub releases send to huggingface.co whatever
+    # HF_ENDPOINT says (failing offline and on private endpoints); the card's metadata is checked when it is made.
+    commit = HfApi(token=token).upload_file(
+        path_or_fileobj=str(card).encode("utf-8"),
+        path_in_repo="README.md",
+        repo_id=repo_id,
+        commit_message="Add model card",
+    )
+    return str(commit)
