@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForImageTextToText
 from trl import SFTConfig
 
+from ..cli_flags import UnderscoreArgumentParser
 from ..data import OPTION_LETTERS, load_scienceqa, write_synthetic_scienceqa
 from ..data.sft_datasets import raw_prompt_completion
 from ..hub.local_card import write_local_adapter_card
@@ -69,7 +70,7 @@ PRETRAIN_LEARNING_RATE = 1e-3
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = UnderscoreArgumentParser(
         prog="lavin-demo", description="Offline demo: fine-tune a tiny LaVIN's MMA adapters on synthetic ScienceQA."
     )
     parser.add_argument("--output_dir", default="lavin-demo", help="Where data, adapter, plots and results go.")
