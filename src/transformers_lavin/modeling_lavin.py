@@ -333,7 +333,11 @@ class LavinForConditionalGeneration(LavinPreTrainedModel, LlavaForConditionalGen
         )
 
     def _expand_inputs_for_generation(
-        self, expand_size: int = 1, is_encoder_decoder: bool = False, input_ids: torch.LongTensor | None = None, **kwargs
+        self,
+        expand_size: int = 1,
+        is_encoder_decoder: bool = False,
+        input_ids: torch.LongTensor | None = None,
+        **kwargs,
     ) -> tuple[torch.LongTensor, dict]:
         # Called once per `generate`, on the prompt: each row's modality is read here, so tokens generated later
         # (even an image token the model emits) never change it, and beams inherit their row's.

@@ -12,19 +12,32 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from .image_loading import load_image
 
-# Raw concatenation, as the reference trains on BOS + prompt + answer + EOS. Image parts render nothing: the
-# processor places the image itself, right after BOS. The generation markers let TRL mask everything but answers.
+# LaVIN's instruction dialogue format, as in the reference's instruction data and chatbot demo: an optional system
+# text on its own line, then `Instruction: {user}\nResponse:{answer}` per turn, the answer directly after the colon
+# (the reference strips the space before concatenating) and closed by EOS, turns joined by a newline. The generation
+# prompt ends with the `Response:` cue. Image parts render nothing: LaVIN has one image slot, right after BOS, which
+# the processor fills itself, whichever turn the image came with (the reference's chatbot demo does the same).
+# `{% generation %}` marks the answers, so TRL's assistant-only loss trains on them alone.
 DEFAULT_CHAT_TEMPLATE = (
     "{{- bos_token -}}"
+    "{%- set state = namespace(answered=false) -%}"
     "{%- for message in messages -%}"
     "{%- if message['content'] is string -%}{%- set text = message['content'] -%}"
     "{%- else -%}{%- set text = namespace(value='') -%}"
     "{%- for part in message['content'] -%}{%- if part['type'] == 'text' -%}"
     "{%- set text.value = text.value + part['text'] -%}{%- endif -%}{%- endfor -%}"
     "{%- set text = text.value -%}{%- endif -%}"
-    "{%- if message['role'] == 'assistant' -%}{% generation %}{{- text + eos_token -}}{% endgeneration %}"
-    "{%- else -%}{{- text -}}{%- endif -%}"
+    "{%- if message['role'] == 'system' -%}{{- text + '\n' -}}"
+    "{%- elif message['role'] == 'user' -%}"
+    "{%- if state.answered -%}{{- '\n' -}}{%- endif -%}{{- 'Instruction: ' + text + '\n' -}}"
+    "{%- elif message['role'] == 'assistant' -%}"
+    "{{- 'Response:' -}}{% generation %}{{- text + eos_token -}}{% endgeneration %}"
+    "{%- set state.answered = true -%}"
+    "{%- else -%}{{- raise_exception('LaVIN chat messages have the roles system, user and assistant; got ' + "
+    "message['role']) -}}"
+    "{%- endif -%}"
     "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- 'Response:' -}}{%- endif -%}"
 )
 
 
@@ -66,7 +79,10 @@ class LavinProcessor(ProcessorMixin):
         tokenizer ([`PreTrainedTokenizerBase`]):
             The LLM's tokenizer, with `image_token` added as a special token.
         chat_template (`str`, *optional*):
-            A Jinja chat template. Defaults to LaVIN's raw prompt + answer format.
+            A Jinja chat template. Defaults to LaVIN's instruction dialogue format ([`DEFAULT_CHAT_TEMPLATE`]):
+            `Instruction: {user}\nResponse:{answer}</s>` per turn, a system message on the first line, and the
+            `Response:` cue as the generation prompt. The image goes into LaVIN's one image slot after BOS, whichever
+            turn it is attached to.
         image_token (`str`, *optional*, defaults to `"<image>"`):
             The placeholder token for visual tokens.
         num_image_tokens (`int`, *optional*, defaults to 6):

@@ -51,24 +51,64 @@ def test_pixel_values_are_bicubic_resize_with_imagenet_normalisation(tiny):
     np.testing.assert_allclose(out["pixel_values"][0], expected, atol=1e-5)
 
 
+def _first(value):
+    return value[0] if isinstance(value[0], list) else value
+
+
 def test_chat_template_output_gets_the_prefix_and_answer_mask(tiny):
     _, processor = tiny
     image = random_image(0)
     messages = [
-        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Q?\nResponse:"}]},
+        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Q?"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "The answer is A."}]},
     ]
     text = processor.apply_chat_template(messages, tokenize=False)
-    assert text == "<s>Q?\nResponse:The answer is A.</s>"
+    assert text == "<s>Instruction: Q?\nResponse:The answer is A.</s>"
     out = processor.apply_chat_template(
         messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, processor_kwargs={}
     )
-    ids = out["input_ids"][0] if isinstance(out["input_ids"][0], list) else out["input_ids"]
+    ids = _first(out["input_ids"])
     answer_ids = processor.tokenizer.encode("The answer is A.</s>", add_special_tokens=False)
-    assert ids == expected_ids(processor, "Q?\nResponse:", True) + answer_ids
-    mask = out["assistant_masks"][0] if isinstance(out["assistant_masks"][0], list) else out["assistant_masks"]
+    assert ids == expected_ids(processor, "Instruction: Q?\nResponse:", True) + answer_ids
+    mask = _first(out["assistant_masks"])
     assert [i for i, m in zip(ids, mask, strict=True) if m] == answer_ids
     assert "pixel_values" in out
+
+
+def test_chat_template_roles_system_turns_and_generation_cue(tiny):
+    """The reference's dialogue format: system line, `Instruction:`/`Response:` turns, the cue as generation prompt."""
+    _, processor = tiny
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+        {"role": "assistant", "content": "A circle."},
+        {"role": "user", "content": "Which color?"},
+    ]
+    prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert prompt == (
+        "<s>Answer briefly.\nInstruction: What is it?\nResponse:A circle.</s>\nInstruction: Which color?\nResponse:"
+    )
+    assert processor.apply_chat_template(messages, tokenize=False).endswith("Instruction: Which color?\n")
+    with pytest.raises(Exception, match="roles system, user and assistant"):
+        processor.apply_chat_template([{"role": "tool", "content": "x"}], tokenize=False)
+
+
+def test_chat_template_masks_every_answer_and_puts_a_later_image_in_the_slot(tiny):
+    _, processor = tiny
+    image = random_image(1)
+    messages = [
+        {"role": "user", "content": "Hello."},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": [{"type": "text", "text": "And this?"}, {"type": "image", "image": image}]},
+        {"role": "assistant", "content": "A square."},
+    ]
+    out = processor.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, processor_kwargs={}
+    )
+    ids, mask = _first(out["input_ids"]), _first(out["assistant_masks"])
+    text = "Instruction: Hello.\nResponse:Hi.</s>\nInstruction: And this?\nResponse:A square.</s>"
+    assert ids == expected_ids(processor, text, True)
+    assert processor.tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m]) == "Hi.</s>A square.</s>"
 
 
 def test_text_without_bos_and_no_special_tokens_is_tokenized_as_is(tiny):

@@ -124,6 +124,7 @@ def make_model_card(
     example_prompt: str = DEFAULT_PROMPT,
     max_new_tokens: int = 64,
     template_path: str | os.PathLike | None = None,
+    local: bool = False,
 ) -> ModelCard:
     """
     Renders the model card of an MMA adapter (`kind="adapter"`) or of a full LaVIN model (`kind="model"`).
@@ -154,6 +155,8 @@ def make_model_card(
         example_prompt (`str`): the prompt of the usage snippet.
         max_new_tokens (`int`): the generation length of the usage snippet.
         template_path (`str` or `os.PathLike`, *optional*): a Jinja template to use instead of the shipped one.
+        local (`bool`, *optional*, defaults to `False`): a card for a local save: `repo_id` and `base_model` may be
+            local folders, and the snippet loads from them.
 
     Returns:
         `huggingface_hub.ModelCard`: the rendered card (`card.data` holds the metadata).
@@ -164,13 +167,14 @@ def make_model_card(
     """
     if kind not in CARD_KINDS:
         raise ValueError(f"Unknown card kind {kind!r}; use one of {CARD_KINDS}.")
-    check_repo_id(repo_id)
+    if not local:
+        check_repo_id(repo_id)
     if kind == "adapter" and base_model is None:
         raise ValueError(
             "An adapter card needs `base_model`: the Hub id of the LaVIN model the adapter was trained on "
             "(push a local base first with `push_model_to_hub`)."
         )
-    if base_model is not None:
+    if base_model is not None and not local:
         check_repo_id(base_model, "base_model")
     template = Path(template_path) if template_path is not None else TEMPLATES_DIR / f"{kind}.md"
     if not template.is_file():
@@ -188,7 +192,7 @@ def make_model_card(
             all_datasets.append(scienceqa_dataset_id)
     metrics = sorted({result.metric_type for result in results})
     standard_tags = ["lavin", "mma", "peft"] if kind == "adapter" else ["lavin"]
-    model_name = repo_id.split("/")[-1]
+    model_name = repo_id.rstrip("/").split("/")[-1]
     extra: dict[str, Any] = {"base_model_relation": "adapter"} if kind == "adapter" else {}
     card_data = ModelCardData(
         base_model=base_model,
@@ -215,6 +219,7 @@ def make_model_card(
         model_description=description,
         repo_id=repo_id,
         base_model=base_model,
+        base_model_link=_model_link(base_model),
         processor_id=processor_id or (base_model if kind == "adapter" else repo_id),
         example_prompt=example_prompt,
         max_new_tokens=int(max_new_tokens),
@@ -222,6 +227,17 @@ def make_model_card(
         evaluation=_evaluation_section(scienceqa_scores, scienceqa_split),
         citation=LAVIN_CITATION,
     )
+
+
+def _model_link(model: str | None) -> str:
+    """A Markdown link to a Hub model, or the local folder in code style."""
+    if model is None:
+        return ""
+    try:
+        check_repo_id(model, require_namespace=False)
+    except ValueError:
+        return f"`{model}` (a local folder)"
+    return f"[`{model}`](https://huggingface.co/{model})"
 
 
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

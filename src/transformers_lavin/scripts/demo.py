@@ -34,8 +34,11 @@ from transformers import AutoModelForImageTextToText
 from trl import SFTConfig
 
 from ..cli_errors import add_debug_argument, user_errors
+from ..cli_flags import UnderscoreArgumentParser
 from ..data import OPTION_LETTERS, load_scienceqa, write_synthetic_scienceqa
+from ..data.sft_datasets import raw_prompt_completion
 from ..evaluation.multiple_choice import ANSWER_PREFIX, MultipleChoiceResult, _prompt_text, score_choice_texts
+from ..hub.local_card import write_local_adapter_card
 from ..mma import compute_routing_table
 from ..testing_utils import build_tiny_lavin, build_word_tokenizer, tiny_lavin_config
 from .plots import plot_routing_weights, plot_training_loss
@@ -69,7 +72,7 @@ PRETRAIN_LEARNING_RATE = 1e-3
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = UnderscoreArgumentParser(
         prog="lavin-demo", description="Offline demo: fine-tune a tiny LaVIN's MMA adapters on synthetic ScienceQA."
     )
     parser.add_argument("--output_dir", default="lavin-demo", help="Where data, adapter, plots and results go.")
@@ -208,6 +211,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     base_dir = output_dir / BASE_MODEL_DIR
     model.save_pretrained(base_dir)  # the frozen base, before PEFT wraps the model in place
     processor.save_pretrained(base_dir)
+    model.name_or_path = model.config._name_or_path = str(base_dir)  # the adapter's base_model_name_or_path
 
     before = score_choice_texts(model, processor, test)
     print(_describe("Before fine-tuning", before))
@@ -230,7 +234,10 @@ def run_demo(args: argparse.Namespace) -> dict:
         use_cpu=True,
         disable_tqdm=True,
     )
-    trainer = build_trainer(model, processor, train, training_args, DEMO_MMA)
+    # LaVIN's ScienceQA strings, concatenated as the reference does (no chat template), as the scoring reads them.
+    tokenizer = processor.tokenizer
+    train_text = raw_prompt_completion(train, tokenizer.bos_token, tokenizer.eos_token)
+    trainer = build_trainer(model, processor, train_text, training_args, DEMO_MMA)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     print(f"Training {trainable:,} of {total:,} parameters (MMA adapters, projector, modality embedding)")
@@ -243,6 +250,13 @@ def run_demo(args: argparse.Namespace) -> dict:
     adapter_dir = output_dir / "adapter"
     peft_model.save_pretrained(adapter_dir)
     processor.save_pretrained(adapter_dir)
+    write_local_adapter_card(
+        adapter_dir,
+        peft_model,
+        base_model=str(base_dir),
+        datasets=[str(data_dir)],
+        metrics={"image accuracy": round(after.summary()["image_accuracy"], 3)},
+    )
     base = AutoModelForImageTextToText.from_pretrained(base_dir)
     reloaded = PeftModel.from_pretrained(base, adapter_dir)
     again = score_choice_texts(reloaded, processor, test)

@@ -30,19 +30,33 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import datasets
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from trl import SFTConfig, SFTTrainer, TrlParser
+from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from .. import MMAConfig, build_lavin_from_parts
 from ..cli_errors import UserInputError, user_errors
 from ..conversion.staging import replace
 from ..data import DEFAULT_PROMPT_FORMAT, load_scienceqa, write_synthetic_scienceqa
+from ..data.prompts import split_prompt_format
+from ..data.sft_datasets import (
+    add_special_tokens_to_text,
+    check_images_per_row,
+    dataset_format,
+    load_sft_dataset,
+    raw_prompt_completion,
+    scienceqa_hub_to_text,
+)
+from ..hub.local_card import write_local_adapter_card
+from ..mma import compute_routing_table
 from ..testing_utils import build_tiny_lavin, tiny_lavin_config
+from .plots import plot_routing_weights, plot_training_loss
+from .sft_help import short_help
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +65,29 @@ ADAPTER_CONFIG_NAME = "adapter_config.json"
 
 
 @dataclass
-class ScriptArguments:
-    """Where the training data comes from."""
+class LavinScriptArguments(ScriptArguments):
+    """
+    TRL's `ScriptArguments` (`--dataset_name`, `--dataset_config`, `--dataset_train_split`, `--dataset_test_split`)
+    plus LaVIN's ScienceQA sources. Exactly one data source: `--dataset_name`, `--dataset_dir` or `--synthetic`.
+    """
 
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id, or local .json/.jsonl/.parquet/.csv file or folder, of a dataset in TRL's formats "
+            "(messages, prompt-completion, text; with an images column or none) or ScienceQA's Hub layout."
+        },
+    )
+    dataset_train_split: str = field(
+        default="train", metadata={"help": "Split to train on.", "aliases": ["--train_split", "--train-split"]}
+    )
+    dataset_test_split: str = field(
+        default="test",
+        metadata={
+            "help": "Split to evaluate on (read when --eval_strategy is not 'no').",
+            "aliases": ["--eval_split", "--eval-split"],
+        },
+    )
     dataset_dir: str | None = field(
         default=None,
         metadata={
@@ -67,10 +101,14 @@ class ScriptArguments:
         default=64, metadata={"help": "Validation and test problems of the synthetic set."}
     )
     synthetic_image_size: int = field(default=32, metadata={"help": "Image side of the synthetic set, in pixels."})
-    train_split: str = field(default="train", metadata={"help": "Split to train on (a key of pid_splits.json)."})
-    eval_split: str | None = field(default=None, metadata={"help": "Split to evaluate the loss on, if any."})
-    prompt_format: str = field(default=DEFAULT_PROMPT_FORMAT, metadata={"help": "ScienceQA prompt format."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N problems only."})
+    prompt_format: str = field(
+        default=DEFAULT_PROMPT_FORMAT, metadata={"help": "ScienceQA prompt format (both ScienceQA layouts)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
+    drop_unsupported_rows: bool = field(
+        default=False,
+        metadata={"help": "Drop rows with more images than LaVIN takes (1) instead of refusing the dataset."},
+    )
     overwrite: bool = field(
         default=False,
         metadata={
@@ -81,10 +119,19 @@ class ScriptArguments:
 
 
 @dataclass
-class LavinModelArguments:
-    """The base model: exactly one of a saved LaVIN, pretrained parts to assemble, or a tiny random model."""
+class LavinModelArguments(ModelConfig):
+    """
+    TRL's `ModelConfig` (`--model_name_or_path`, `--model_revision`, `--dtype`, `--attn_implementation`,
+    `--load_in_4bit`, LoRA options) plus LaVIN's other base-model sources and the adapter choice. Exactly one base
+    model: a saved LaVIN (`--model_name_or_path`), pretrained parts to assemble, or a tiny random model.
+    """
 
-    model_name_or_path: str | None = field(default=None, metadata={"help": "LaVIN directory or Hub id."})
+    peft_method: str = field(
+        default="mma",
+        metadata={
+            "help": "Adapters to train: 'mma' (LaVIN's, the --mma_* options) or 'lora' (TRL's --lora_* options)."
+        },
+    )
     vision_model: str | None = field(
         default=None, metadata={"help": "CLIP directory or Hub id, to assemble a fresh LaVIN (with --language_model)."}
     )
@@ -103,14 +150,6 @@ class LavinModelArguments:
             "help": "Weight scale of the tiny random LLM. Larger than transformers' 0.02 so that the frozen LM head "
             "can express confident predictions; at 0.02 its logits stay near uniform whatever the adapters do."
         },
-    )
-    model_revision: str | None = field(default=None, metadata={"help": "Revision of a Hub model."})
-    dtype: str | None = field(
-        default=None, metadata={"help": "Weights' dtype: 'bfloat16', 'float16', 'float32' or 'auto'."}
-    )
-    attn_implementation: str | None = field(default=None, metadata={"help": "'sdpa', 'eager', 'flash_attention_2'."})
-    load_in_4bit: bool = field(
-        default=False, metadata={"help": "LaVIN-lite: load the LLM in 4 bits (bitsandbytes NF4); needs a CUDA GPU."}
     )
 
 
@@ -140,12 +179,13 @@ class MMAArguments:
         )
 
 
-ARGUMENT_CLASSES = (ScriptArguments, SFTConfig, LavinModelArguments, MMAArguments)
+ARGUMENT_CLASSES = (LavinScriptArguments, SFTConfig, LavinModelArguments, MMAArguments)
+PEFT_METHODS = ("mma", "lora")
 
 
 def parse_args(
     argv: Sequence[str] | None = None,
-) -> tuple[ScriptArguments, SFTConfig, LavinModelArguments, MMAArguments]:
+) -> tuple[LavinScriptArguments, SFTConfig, LavinModelArguments, MMAArguments]:
     """Parse command-line arguments (and a YAML file given with `--config`) into the script's dataclasses."""
     parser = TrlParser(ARGUMENT_CLASSES)
     return tuple(parser.parse_args_and_config(args=argv))
@@ -160,13 +200,8 @@ def _dtype(name: str | None) -> torch.dtype | str | None:
     return dtype
 
 
-def load_model_and_processor(model_args: LavinModelArguments, seed: int = 0):
-    """
-    Build or load the base LaVIN and its processor from `model_args`.
-
-    Returns:
-        `(model, processor)`: a frozen-to-be [`LavinForConditionalGeneration`] and its [`LavinProcessor`].
-    """
+def check_model_arguments(model_args: LavinModelArguments) -> None:
+    """Exactly one base model source, and options that fit it."""
     from_parts = model_args.vision_model is not None or model_args.language_model is not None
     sources = [model_args.model_name_or_path is not None, from_parts, model_args.tiny]
     if sum(sources) != 1:
@@ -179,6 +214,22 @@ def load_model_and_processor(model_args: LavinModelArguments, seed: int = 0):
             "--load_in_4bit loads a saved LaVIN with --model_name_or_path. To quantise an assembled model, build it "
             "with build_lavin_from_parts, save_pretrained it, then train from that directory."
         )
+    if from_parts and (model_args.vision_model is None or model_args.language_model is None):
+        raise ValueError("Assembling a LaVIN needs both --vision_model and --language_model.")
+    if model_args.peft_method not in PEFT_METHODS:
+        raise ValueError(f"--peft_method {model_args.peft_method!r}: use one of {PEFT_METHODS}.")
+    _dtype(model_args.dtype)
+
+
+def load_model_and_processor(model_args: LavinModelArguments, seed: int = 0):
+    """
+    Build or load the base LaVIN and its processor from `model_args`.
+
+    Returns:
+        `(model, processor)`: a frozen-to-be [`LavinForConditionalGeneration`] and its [`LavinProcessor`].
+    """
+    check_model_arguments(model_args)
+    from_parts = model_args.vision_model is not None or model_args.language_model is not None
     dtype = _dtype(model_args.dtype)
     if model_args.tiny:
         config = tiny_lavin_config(
@@ -193,8 +244,6 @@ def load_model_and_processor(model_args: LavinModelArguments, seed: int = 0):
             model = model.to(dtype)
         return model, processor
     if from_parts:
-        if model_args.vision_model is None or model_args.language_model is None:
-            raise ValueError("Assembling a LaVIN needs both --vision_model and --language_model.")
         return build_lavin_from_parts(
             model_args.vision_model,
             model_args.language_model,
@@ -202,7 +251,7 @@ def load_model_and_processor(model_args: LavinModelArguments, seed: int = 0):
             seed=seed,
             revision=model_args.model_revision,
         )
-    kwargs = {"revision": model_args.model_revision, "dtype": dtype}
+    kwargs = {"revision": model_args.model_revision, "dtype": dtype, "trust_remote_code": model_args.trust_remote_code}
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
     if model_args.load_in_4bit:
@@ -210,39 +259,119 @@ def load_model_and_processor(model_args: LavinModelArguments, seed: int = 0):
 
         kwargs["quantization_config"] = lavin_lite_quantization_config(bits=4)
     model = AutoModelForImageTextToText.from_pretrained(model_args.model_name_or_path, **kwargs)
-    processor = AutoProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    processor = AutoProcessor.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=model_args.trust_remote_code,
+    )
     return model, processor
 
 
+def validate_arguments(
+    script_args: LavinScriptArguments,
+    training_args: SFTConfig,
+    model_args: LavinModelArguments,
+    mma_args: MMAArguments,
+) -> None:
+    """
+    Check every option before anything is loaded or written, so that a bad one fails in a second, not after the base
+    model and data were written.
+
+    Raises:
+        `ValueError`: naming the option and how to fix it.
+    """
+    check_model_arguments(model_args)
+    sources = [script_args.dataset_name is not None, script_args.dataset_dir is not None and not script_args.synthetic]
+    sources.append(script_args.synthetic)
+    if sum(sources) != 1:
+        raise ValueError(
+            "Give exactly one dataset: --dataset_name (a Hub id or local json/jsonl/parquet/csv file or folder, in "
+            "TRL's formats or ScienceQA's Hub layout), --dataset_dir (ScienceQA in the official layout), or "
+            "--synthetic (the synthetic ScienceQA-style set)."
+        )
+    split_prompt_format(script_args.prompt_format)
+    if script_args.max_train_samples is not None and script_args.max_train_samples < 1:
+        raise ValueError(f"--max_train_samples must be positive; got {script_args.max_train_samples}.")
+    if script_args.dataset_dir is not None and not script_args.synthetic:
+        if not (Path(script_args.dataset_dir) / "problems.json").is_file():
+            raise ValueError(
+                f"--dataset_dir {script_args.dataset_dir!r} holds no problems.json: point it at ScienceQA in the "
+                "official layout, or use --dataset_name for other data."
+            )
+    if script_args.dataset_name is not None and script_args.dataset_name.startswith((".", "/", "~")):
+        if not Path(script_args.dataset_name).expanduser().exists():
+            raise ValueError(f"--dataset_name {script_args.dataset_name!r}: no such file or folder.")
+    if Path(training_args.output_dir).is_file():
+        raise ValueError(f"--output_dir {training_args.output_dir!r} is a file; give a folder.")
+    if model_args.peft_method == "mma":
+        mma_args.to_peft_config()  # MMAConfig checks its own values
+    check_gradient_checkpointing(training_args)
+
+
+def _scienceqa_root(script_args: LavinScriptArguments, training_args: SFTConfig) -> Path:
+    if not script_args.synthetic:
+        return Path(script_args.dataset_dir)
+    root = Path(script_args.dataset_dir or Path(training_args.output_dir) / "synthetic_scienceqa")
+    # Rank 0 writes while the other ranks wait, so no process reads a half-written file.
+    with training_args.main_process_first(local=False, desc="writing the synthetic set"):
+        if training_args.process_index == 0:
+            write_synthetic_scienceqa(
+                root,
+                overwrite=script_args.overwrite,
+                num_train=script_args.synthetic_num_train,
+                num_val=script_args.synthetic_num_eval,
+                num_test=script_args.synthetic_num_eval,
+                image_size=script_args.synthetic_image_size,
+                seed=training_args.data_seed if training_args.data_seed is not None else training_args.seed,
+            )
+    return root
+
+
 def load_datasets(
-    script_args: ScriptArguments, training_args: SFTConfig
+    script_args: LavinScriptArguments, training_args: SFTConfig
 ) -> tuple[datasets.Dataset, datasets.Dataset | None]:
-    """The training (and optional evaluation) split, writing the synthetic set first with `--synthetic`."""
-    if script_args.synthetic:
-        root = Path(script_args.dataset_dir or Path(training_args.output_dir) / "synthetic_scienceqa")
-        # Rank 0 writes while the other ranks wait, so no process reads a half-written file.
-        with training_args.main_process_first(local=False, desc="writing the synthetic set"):
-            if training_args.process_index == 0:
-                write_synthetic_scienceqa(
-                    root,
-                    overwrite=script_args.overwrite,
-                    num_train=script_args.synthetic_num_train,
-                    num_val=script_args.synthetic_num_eval,
-                    num_test=script_args.synthetic_num_eval,
-                    image_size=script_args.synthetic_image_size,
-                    seed=training_args.data_seed if training_args.data_seed is not None else training_args.seed,
-                )
-    elif script_args.dataset_dir is None:
-        raise ValueError("Give --dataset_dir (a ScienceQA folder in the official layout) or --synthetic.")
+    """
+    The training (and, when `--eval_strategy` is not `no`, evaluation) split as read, before any tokenizer is known.
+    Rows with more images than LaVIN takes are refused or dropped here, before anything is written.
+    """
+    evaluate = training_args.eval_strategy != "no"
+    if script_args.dataset_name is not None:
+        load = partial(load_sft_dataset, script_args.dataset_name, script_args.dataset_config)
     else:
-        root = Path(script_args.dataset_dir)
-    train = load_scienceqa(root, script_args.train_split, prompt_format=script_args.prompt_format)
+        root = _scienceqa_root(script_args, training_args)
+
+        def load(split: str) -> datasets.Dataset:
+            return load_scienceqa(root, split, prompt_format=script_args.prompt_format)
+
+    train = load(split=script_args.dataset_train_split)
+    dataset_format(train)  # fail now on columns no format fits
     if script_args.max_train_samples is not None:
         train = train.select(range(min(script_args.max_train_samples, len(train))))
+    train = check_images_per_row(train, drop=script_args.drop_unsupported_rows, what="training")
     evaluation = None
-    if script_args.eval_split is not None:
-        evaluation = load_scienceqa(root, script_args.eval_split, prompt_format=script_args.prompt_format)
+    if evaluate:
+        evaluation = load(split=script_args.dataset_test_split)
+        evaluation = check_images_per_row(evaluation, drop=script_args.drop_unsupported_rows, what="evaluation")
     return train, evaluation
+
+
+def prepare_for_lavin(
+    dataset: datasets.Dataset, processor, prompt_format: str, reference_text: bool
+) -> datasets.Dataset:
+    """
+    The rows as LaVIN trains on them: ScienceQA (either layout, `reference_text`) as the reference's plain prompt and
+    answer strings, without a chat template; plain-text rows with BOS and EOS; conversational rows as they are (the
+    chat template renders them).
+    """
+    bos, eos = processor.tokenizer.bos_token, processor.tokenizer.eos_token
+    kind = dataset_format(dataset)
+    if kind == "scienceqa":
+        return scienceqa_hub_to_text(dataset, bos, eos, prompt_format)
+    if reference_text:
+        return raw_prompt_completion(dataset, bos, eos)
+    if kind in ("text", "prompt_completion"):
+        return add_special_tokens_to_text(dataset, bos, eos)
+    return dataset
 
 
 def check_gradient_checkpointing(training_args: SFTConfig) -> None:
@@ -259,6 +388,14 @@ def check_gradient_checkpointing(training_args: SFTConfig) -> None:
     training_args.gradient_checkpointing_kwargs = kwargs
 
 
+def adapter_config(model_args: LavinModelArguments, mma_args: MMAArguments):
+    """The PEFT config `--peft_method` chooses: MMA from the `--mma_*` options, or LoRA from TRL's `--lora_*`."""
+    if model_args.peft_method == "mma":
+        return mma_args.to_peft_config()
+    model_args.use_peft = True
+    return get_peft_config(model_args)
+
+
 def build_trainer(
     model,
     processor,
@@ -267,8 +404,9 @@ def build_trainer(
     mma_args: MMAArguments,
     eval_dataset: datasets.Dataset | None = None,
     callbacks: Sequence[TrainerCallback] | None = None,
+    peft_config=None,
 ) -> SFTTrainer:
-    """An `SFTTrainer` that wraps `model` in MMA adapters (`peft_config`) and trains them on prompt-completion rows."""
+    """An `SFTTrainer` that wraps `model` in adapters (MMA from `mma_args` unless `peft_config` is given)."""
     check_gradient_checkpointing(training_args)
     # Images are processed on the fly by TRL's vision collator, which needs the raw columns.
     training_args.remove_unused_columns = False
@@ -278,7 +416,7 @@ def build_trainer(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=processor,
-        peft_config=mma_args.to_peft_config(),
+        peft_config=peft_config if peft_config is not None else mma_args.to_peft_config(),
         callbacks=list(callbacks or []),
     )
 
@@ -350,29 +488,73 @@ def save_aside(output_dir: Path, save: Callable[[str], None], replace_directory:
         shutil.rmtree(staged, ignore_errors=True)
 
 
+def _dataset_names(script_args: LavinScriptArguments) -> list[str]:
+    if script_args.dataset_name is not None:
+        return [script_args.dataset_name]
+    return ["synthetic ScienceQA-style set (lavin-train --synthetic)"] if script_args.synthetic else ["ScienceQA"]
+
+
+def write_run_outputs(trainer: SFTTrainer, output_dir: Path, base_model: str, dataset_names: Sequence[str]) -> dict:
+    """The model card (README.md) and the loss and routing plots of a finished run; returns the paths written."""
+    written = {}
+    history = trainer.state.log_history
+    if any("loss" in entry for entry in history):
+        written["training_loss_png"] = plot_training_loss(history, output_dir / "training_loss.png")
+    if getattr(trainer.model, "peft_type", None) == "MMA" or _is_mma(trainer.model):
+        written["routing_weights_png"] = plot_routing_weights(
+            compute_routing_table(trainer.model), output_dir / "routing_weights.png"
+        )
+    metrics = {key: value for key, value in (history[-1] if history else {}).items() if key.startswith("train_")}
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    if losses:
+        metrics["last logged training loss"] = round(losses[-1], 4)
+    written["model_card"] = write_local_adapter_card(
+        output_dir, trainer.model, base_model=base_model, datasets=dataset_names, metrics=metrics
+    )
+    return written
+
+
+def _is_mma(model) -> bool:
+    config = getattr(model, "peft_config", {}).get("default")
+    return str(getattr(config, "peft_type", "")) in ("MMA", "PeftType.MMA")
+
+
+def _resume_target(value: str | bool | None) -> str | bool | None:
+    # `--resume_from_checkpoint true` (or `last`) means the newest checkpoint in output_dir, as Trainer's True does.
+    if isinstance(value, str) and value.lower() in ("true", "last"):
+        return True
+    return value
+
+
 def run(
-    script_args: ScriptArguments,
+    script_args: LavinScriptArguments,
     training_args: SFTConfig,
     model_args: LavinModelArguments,
     mma_args: MMAArguments,
     callbacks: Sequence[TrainerCallback] | None = None,
 ) -> SFTTrainer:
     """
-    Load the model and data, train the MMA adapters and save them (and the base model when it was built here).
-
-    Everything is checked before anything is written to `output_dir`: an `output_dir` holding an earlier run is
-    refused unless `--overwrite` or resuming. The base model and the adapter are written aside and moved into place.
+    Check the options, read the data, load the model, train the adapters and save them with a model card and plots
+    (and the base model when it was built here). Nothing is written before the options and the data were checked: an
+    `output_dir` holding an earlier run is refused unless `--overwrite` or resuming. The base model and the adapter
+    are written aside and moved into place.
     """
+    validate_arguments(script_args, training_args, model_args, mma_args)
     output_dir = Path(training_args.output_dir)
     resuming = bool(_resume_target(training_args.resume_from_checkpoint))
     check_output_dir(output_dir, script_args.overwrite, resuming)
     train_dataset, eval_dataset = load_datasets(script_args, training_args)
     model, processor = load_model_and_processor(model_args, seed=training_args.seed)
+    reference_text = script_args.dataset_name is None  # ScienceQA in the official layout or the synthetic set
+    train_dataset = prepare_for_lavin(train_dataset, processor, script_args.prompt_format, reference_text)
+    if eval_dataset is not None:
+        eval_dataset = prepare_for_lavin(eval_dataset, processor, script_args.prompt_format, reference_text)
     if training_args.process_index == 0 and script_args.overwrite and not resuming:
         _remove_earlier_run(output_dir)
-    if model_args.model_name_or_path is None:
+    base_model = model_args.model_name_or_path
+    if base_model is None:
         # A base built here exists nowhere else: save it (before PEFT wraps it in place) so the adapter can reload,
-        # and let the adapter's config name it.
+        # and let the adapter's config (base_model_name_or_path) and card name it.
         base_dir = output_dir / BASE_MODEL_DIR
         if training_args.process_index == 0:
 
@@ -381,23 +563,45 @@ def run(
                 processor.save_pretrained(directory)
 
             save_aside(base_dir, save_base, replace_directory=True)
-        model.config._name_or_path = str(base_dir)
-    trainer = build_trainer(model, processor, train_dataset, training_args, mma_args, eval_dataset, callbacks)
+        base_model = str(base_dir)
+        model.config._name_or_path = base_model
+        model.name_or_path = base_model
+    trainer = build_trainer(
+        model,
+        processor,
+        train_dataset,
+        training_args,
+        mma_args,
+        eval_dataset,
+        callbacks,
+        peft_config=adapter_config(model_args, mma_args),
+    )
     trainable, total = trainable_parameters(trainer.model)
     trainer.accelerator.print(
-        f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f}%): the MMA adapters, "
-        "projector and modality embedding."
+        f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f}%): "
+        f"{'the MMA adapters, projector and modality embedding' if model_args.peft_method == 'mma' else 'LoRA'}."
     )
     trainer.train(resume_from_checkpoint=_resume_target(training_args.resume_from_checkpoint))
     # Every process calls save_model (FSDP and DeepSpeed gather the weights); only the main one writes files.
     save_aside(output_dir, trainer.save_model, replace_directory=False)
-    trainer.accelerator.print(f"Adapter saved to {output_dir}.")
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(output_dir)
+        written = write_run_outputs(trainer, output_dir, base_model, _dataset_names(script_args))
+        trainer.accelerator.print(
+            f"Adapter saved to {output_dir}, with " + ", ".join(p.name for p in written.values())
+        )
     return trainer
 
 
 @user_errors("lavin-train")
 def main(argv: Sequence[str]) -> None:
-    """Console entry point `lavin-train` (a bare `--debug` shows the traceback of an error)."""
+    """Console entry point `lavin-train`: `--help` is a short summary, `--help_all` lists every option (a bare
+    `--debug` shows the traceback of an error)."""
+    argv = list(argv)
+    if any(flag in argv for flag in ("-h", "--help", "--help_all", "--help-all")):
+        full = "--help_all" in argv or "--help-all" in argv
+        print(TrlParser(ARGUMENT_CLASSES).format_help() if full else short_help(ARGUMENT_CLASSES))
+        return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     run(*parse_args(argv))
 

@@ -1,0 +1,46 @@
+"""One flag style for every console script: underscores (`--output_dir`), as TRL and transformers spell them.
+
+`lavin-train` parses with `HfArgumentParser`, which already accepts each option with hyphens too. Scripts built on
+`argparse` get the same with [`UnderscoreArgumentParser`]: every long option is accepted in both spellings, and
+`--help` lists the underscore one.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def both_spellings(option: str) -> list[str]:
+    """`--output_dir` or `--output-dir` -> `["--output_dir", "--output-dir"]`; other strings are returned alone."""
+    if not option.startswith("--"):
+        return [option]
+    name = option[2:]
+    underscore, hyphen = f"--{name.replace('-', '_')}", f"--{name.replace('_', '-')}"
+    return [underscore] if underscore == hyphen else [underscore, hyphen]
+
+
+class UnderscoreArgumentParser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose long options take underscores or hyphens (`--max_new_tokens`, `--max-new-tokens`)."""
+
+    def add_argument(self, *names, **kwargs):
+        spelled = [spelling for name in names for spelling in both_spellings(name)]
+        return super().add_argument(*dict.fromkeys(spelled), **kwargs)
+
+    def format_help(self) -> str:
+        # Show one spelling per option: the hyphen aliases would double every line.
+        hidden = []
+        for action in self._actions:
+            aliases = [s for s in action.option_strings if s.startswith("--") and "-" in s[2:] and "_" not in s[2:]]
+            visible = [
+                s for s in action.option_strings if s not in aliases or len(aliases) == len(action.option_strings)
+            ]
+            hidden.append((action, action.option_strings))
+            action.option_strings = visible
+        try:
+            return super().format_help()
+        finally:
+            for action, strings in hidden:
+                action.option_strings = strings
+
+
+__all__ = ["UnderscoreArgumentParser", "both_spellings"]

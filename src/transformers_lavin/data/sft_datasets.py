@@ -1,0 +1,281 @@
+"""Training data for `lavin-train` from anywhere `datasets` reads: TRL's dataset formats and ScienceQA's Hub layout.
+
+TRL's `SFTTrainer` takes, with an `images` column (a list per row, empty for a text-only row) or none:
+- conversational language modeling: `messages` (roles and contents);
+- conversational prompt-completion: `prompt` and `completion` as message lists;
+- plain text: `text`, or `prompt` and `completion` as strings.
+ScienceQA as it is on the Hub (the `derek-thomas/ScienceQA` schema: `image`, `question`, `choices`, `answer` as an
+index, `hint`, `lecture`, `solution`, ...) is turned into LaVIN's reference prompt and answer strings.
+
+LaVIN takes at most one image per row. [`check_images_per_row`] finds the rows with more before training starts, and
+either refuses them (with a count) or drops them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from .prompts import DEFAULT_PROMPT_FORMAT, build_prompt, split_prompt_format
+
+logger = logging.getLogger(__name__)
+
+# Files `datasets` reads by extension, with the builder that reads them.
+DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
+# The columns that mark ScienceQA's Hub layout.
+SCIENCEQA_HUB_COLUMNS = frozenset({"image", "question", "choices", "answer", "hint", "lecture", "solution"})
+DATASET_FORMATS = ("messages", "prompt_completion", "text", "scienceqa")
+
+
+def load_sft_dataset(name: str, config: str | None = None, split: str = "train") -> datasets.Dataset:
+    """
+    One split of a dataset given by Hub id, local file (`.json`, `.jsonl`, `.parquet`, `.csv`, `.arrow`), local
+    folder of such files, or folder written by `Dataset.save_to_disk`.
+
+    Image columns that hold file paths (as LLaVA's JSON does) are read as images; relative paths are resolved from
+    the folder of the data files.
+
+    Args:
+        name (`str`): Hub id or local path.
+        config (`str`, *optional*): the dataset configuration (Hub datasets with several).
+        split (`str`, *optional*, defaults to `"train"`): the split to load.
+
+    Returns:
+        `datasets.Dataset`
+    """
+    path = Path(name).expanduser()
+    if path.is_file():
+        builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(
+                f"--dataset_name {name!r}: cannot read {path.suffix!r} files; use one of {sorted(DATA_FILE_BUILDERS)}."
+            )
+        dataset = datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
+        base = path.parent
+    elif path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"--dataset_name {name!r} has the splits {list(loaded)}, not {split!r}.")
+            loaded = loaded[split]
+        return loaded
+    else:
+        # A Hub id, or a local folder of data files (datasets finds the splits from the file names).
+        dataset = datasets.load_dataset(str(path) if path.is_dir() else name, config, split=split)
+        base = path if path.is_dir() else None
+    return _images_from_paths(dataset, base)
+
+
+def _images_from_paths(dataset: datasets.Dataset, base: Path | None) -> datasets.Dataset:
+    features = dataset.features
+    string = datasets.Value("string")
+    if "images" in features and getattr(features["images"], "feature", None) == string:
+        column, feature = "images", datasets.List(datasets.Image())
+    elif "image" in features and features["image"] == string:
+        column, feature = "image", datasets.Image()
+    else:
+        return dataset
+    if base is not None:
+
+        def resolve(path: str | None) -> str | None:
+            return path if path is None or Path(path).is_absolute() else str(base / path)
+
+        def absolute(row: dict) -> dict:
+            value = row[column]
+            return {column: [resolve(p) for p in value] if isinstance(value, list) else resolve(value)}
+
+        dataset = dataset.map(absolute, desc="resolving image paths")
+    return dataset.cast_column(column, feature)
+
+
+def dataset_format(dataset: datasets.Dataset) -> str:
+    """
+    Which of [`DATASET_FORMATS`] `dataset` is in: `"messages"`, `"prompt_completion"` (conversational or plain),
+    `"text"` or `"scienceqa"` (the Hub layout).
+
+    Raises:
+        `ValueError`: for columns that fit no format, naming the columns each format needs.
+    """
+    columns = set(dataset.column_names)
+    if "messages" in columns:
+        return "messages"
+    if {"prompt", "completion"} <= columns:
+        return "prompt_completion"
+    if "text" in columns:
+        return "text"
+    if SCIENCEQA_HUB_COLUMNS <= columns:
+        return "scienceqa"
+    raise ValueError(
+        f"The dataset's columns {sorted(columns)} fit none of the formats lavin-train reads: `messages` "
+        "(conversational), `prompt` + `completion` (conversational or strings), `text`, or ScienceQA's Hub layout "
+        f"({', '.join(sorted(SCIENCEQA_HUB_COLUMNS))}); each may come with an `images` column."
+    )
+
+
+def scienceqa_hub_to_text(
+    dataset: datasets.Dataset, bos_token: str, eos_token: str, prompt_format: str = DEFAULT_PROMPT_FORMAT
+) -> datasets.Dataset:
+    """
+    ScienceQA's Hub layout as plain prompt-completion rows with LaVIN's reference strings ([`build_prompt`]): `prompt`
+    (BOS + the prompt, ending in `Response:`), `completion` (the answer + EOS) and `images` (the image, or none).
+    """
+    split_prompt_format(prompt_format)
+
+    def convert(row: Mapping[str, Any]) -> dict[str, Any]:
+        problem = {**row, "choices": [str(choice) for choice in row["choices"]], "hint": row["hint"] or ""}
+        problem["lecture"], problem["solution"] = row["lecture"] or "", row["solution"] or ""
+        prompt, answer = build_prompt(problem, prompt_format)
+        image = row["image"]
+        return {"prompt": bos_token + prompt, "completion": answer + eos_token, "images": [image] if image else []}
+
+    features = datasets.Features(
+        {
+            "prompt": datasets.Value("string"),
+            "completion": datasets.Value("string"),
+            "images": datasets.List(datasets.Image()),
+        }
+    )
+    return dataset.map(convert, remove_columns=dataset.column_names, features=features, desc="ScienceQA prompts")
+
+
+def conversation_text(messages: Any) -> str:
+    """The text of a conversational column entry (its text parts joined), or the entry itself if it is a string."""
+    if isinstance(messages, str):
+        return messages
+    parts = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, str):
+            parts.append(content)
+        else:
+            parts.extend(part["text"] for part in content if part.get("type") == "text" and part.get("text"))
+    return "".join(parts)
+
+
+def raw_prompt_completion(dataset: datasets.Dataset, bos_token: str, eos_token: str) -> datasets.Dataset:
+    """
+    Conversational prompt-completion rows as plain strings with no chat template: `bos + prompt` and
+    `completion + eos`. ScienceQA is trained this way, as the reference concatenates its prompt and answer.
+    """
+
+    def convert(row: Mapping[str, Any]) -> dict[str, str]:
+        return {
+            "prompt": bos_token + conversation_text(row["prompt"]),
+            "completion": conversation_text(row["completion"]) + eos_token,
+        }
+
+    return dataset.map(convert, desc="plain prompts")
+
+
+def add_special_tokens_to_text(dataset: datasets.Dataset, bos_token: str, eos_token: str) -> datasets.Dataset:
+    """
+    Plain-text rows (`text`, or string `prompt`/`completion`) start with BOS (where the processor writes LaVIN's
+    image prefix: TRL tokenizes without special tokens) and end with EOS (TRL adds none for vision data). Rows that
+    already have them are left as they are.
+    """
+    columns = ("prompt", "completion") if "completion" in dataset.column_names else ("text", "text")
+    if not isinstance(dataset[0][columns[0]], str):
+        return dataset  # conversational: the chat template writes both
+
+    def convert(row: Mapping[str, Any]) -> dict[str, str]:
+        first, last = row[columns[0]], row[columns[1]] if columns[0] != columns[1] else None
+        first = first if first.startswith(bos_token) else bos_token + first
+        if last is None:
+            return {columns[0]: first if first.endswith(eos_token) else first + eos_token}
+        return {columns[0]: first, columns[1]: last if last.endswith(eos_token) else last + eos_token}
+
+    return dataset.map(convert, desc="BOS and EOS")
+
+
+def _image_counts(dataset: datasets.Dataset) -> list[int]:
+    # Read the arrow column, so that no image is decoded.
+    if "images" in dataset.column_names:
+        column = dataset.select_columns(["images"]).with_format("arrow")[:]["images"]
+        return [0 if value is None else len(value) for value in column.to_pylist()]
+    if "image" in dataset.column_names:
+        column = dataset.select_columns(["image"]).with_format("arrow")[:]["image"]
+        return [0 if value is None else 1 for value in column.to_pylist()]
+    return [0] * len(dataset)
+
+
+def _later_turn_images(dataset: datasets.Dataset) -> int:
+    """Rows whose image placeholder sits in a message after the first user message."""
+    if "messages" not in dataset.column_names:
+        return 0
+    count = 0
+    for messages in dataset.select_columns(["messages"]).with_format("arrow")[:]["messages"].to_pylist():
+        first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
+        for index, message in enumerate(messages):
+            content = message["content"]
+            if index != first_user and isinstance(content, list) and any(p.get("type") == "image" for p in content):
+                count += 1
+                break
+    return count
+
+
+def check_images_per_row(
+    dataset: datasets.Dataset, max_images: int = 1, drop: bool = False, what: str = "training"
+) -> datasets.Dataset:
+    """
+    Finds the rows with more than `max_images` images before training starts: refuses them with a count, or drops
+    them (with a warning saying how many) when `drop`. Warns about rows whose image is attached to a later turn: LaVIN
+    puts every image in its one slot after BOS.
+
+    Args:
+        dataset (`datasets.Dataset`): the rows.
+        max_images (`int`, *optional*, defaults to 1): the most images the model takes per row.
+        drop (`bool`, *optional*, defaults to `False`): drop such rows instead of refusing the dataset.
+        what (`str`): which split, for the messages.
+
+    Returns:
+        `datasets.Dataset`: `dataset`, without the rows over the limit when `drop`.
+
+    Raises:
+        `ValueError`: when rows have too many images and `drop` is false.
+    """
+    counts = _image_counts(dataset)
+    over = [index for index, count in enumerate(counts) if count > max_images]
+    if over:
+        shown = ", ".join(str(i) for i in over[:5]) + (", ..." if len(over) > 5 else "")
+        message = (
+            f"{len(over)} of {len(dataset)} {what} rows have more than {max_images} image"
+            f"{'s' * (max_images != 1)} (rows {shown}); LaVIN takes at most {max_images} per row."
+        )
+        if not drop:
+            raise ValueError(f"{message} Pass --drop_unsupported_rows to train without them, or split them first.")
+        logger.warning("%s Dropping them (--drop_unsupported_rows).", message)
+        keep = set(range(len(dataset))) - set(over)
+        dataset = dataset.select(sorted(keep))
+        if len(dataset) == 0:
+            raise ValueError(f"No {what} rows left after dropping the rows with too many images.")
+    later = _later_turn_images(dataset)
+    if later:
+        logger.warning(
+            "%d %s rows attach their image to a later turn. LaVIN has one image slot, right after BOS: the image goes "
+            "there and the turn's text stays where it is (as in the reference's chatbot demo).",
+            later,
+            what,
+        )
+    return dataset
+
+
+def image_row_count(dataset: datasets.Dataset) -> int:
+    """How many rows have an image."""
+    return sum(count > 0 for count in _image_counts(dataset))
+
+
+__all__ = [
+    "DATASET_FORMATS",
+    "add_special_tokens_to_text",
+    "check_images_per_row",
+    "conversation_text",
+    "dataset_format",
+    "image_row_count",
+    "load_sft_dataset",
+    "raw_prompt_completion",
+    "scienceqa_hub_to_text",
+]
