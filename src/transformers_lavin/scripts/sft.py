@@ -42,6 +42,7 @@ from .. import MMAConfig, build_lavin_from_parts
 from ..cli_errors import UserInputError, user_errors
 from ..conversion.staging import replace
 from ..data import DEFAULT_PROMPT_FORMAT, load_scienceqa, write_synthetic_scienceqa
+from ..distributed.engines import check_requested_engine
 from ..testing_utils import build_tiny_lavin, tiny_lavin_config
 
 logger = logging.getLogger(__name__)
@@ -363,6 +364,8 @@ def run(
     Everything is checked before anything is written to `output_dir`: an `output_dir` holding an earlier run is
     refused unless `--overwrite` or resuming. The base model and the adapter are written aside and moved into place.
     """
+    # FSDP or DeepSpeed asked for but not runnable here (accelerate would fall back to DDP): stop before any work.
+    check_requested_engine(training_args.distributed_state.distributed_type.name, training_args.use_cpu)
     output_dir = Path(training_args.output_dir)
     resuming = bool(_resume_target(training_args.resume_from_checkpoint))
     check_output_dir(output_dir, script_args.overwrite, resuming)
