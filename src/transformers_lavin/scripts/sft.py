@@ -52,6 +52,7 @@ from ..data.sft_datasets import (
     raw_prompt_completion,
     scienceqa_hub_to_text,
 )
+from ..distributed.engines import check_requested_engine
 from ..hub.local_card import write_local_adapter_card
 from ..mma import compute_routing_table
 from ..testing_utils import build_tiny_lavin, tiny_lavin_config
@@ -539,6 +540,8 @@ def run(
     `output_dir` holding an earlier run is refused unless `--overwrite` or resuming. The base model and the adapter
     are written aside and moved into place.
     """
+    # FSDP or DeepSpeed asked for but not runnable here (accelerate would fall back to DDP): stop before any work.
+    check_requested_engine(training_args.distributed_state.distributed_type.name, training_args.use_cpu)
     validate_arguments(script_args, training_args, model_args, mma_args)
     output_dir = Path(training_args.output_dir)
     resuming = bool(_resume_target(training_args.resume_from_checkpoint))
