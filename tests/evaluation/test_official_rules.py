@@ -5,6 +5,7 @@ definitions: POPE's `evaluate.py`, the VQA `vqaEval.py`, LaVIN's `eval.py`, LLaV
 import shutil
 
 import pytest
+from conftest import ScriptedModel  # at import time, while this folder's conftest is the one loaded
 
 from transformers_lavin.evaluation import LlavaBenchTask, read_results, run_task
 from transformers_lavin.evaluation.judge import JudgeError, parse_judge_scores
@@ -165,8 +166,6 @@ def test_llava_judge_request_layout():
 
 
 def test_llava_summary_counts_unreadable_reviews_as_minus_one(bench_dir, tmp_path):
-    from conftest import ScriptedModel
-
     reviews = iter(["8 6\nok", "I refuse.", "10 4\nok"])
     task = LlavaBenchTask(bench_dir, judge=lambda system, user: next(reviews))
     summary = run_task(ScriptedModel(lambda p: "a"), task, tmp_path, progress=False)

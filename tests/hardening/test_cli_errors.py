@@ -55,7 +55,7 @@ def test_debug_with_a_value_is_left_for_training_arguments():
         ("transformers_lavin.conversion.cli", ["export", "--adapter-dir", "/nonexistent", "--output", "x.pth"],
          "is not an adapter directory"),
         ("transformers_lavin.scripts.sft", ["--tiny", "--bf16", "false", "--output_dir", "{tmp}/out", "--dataset_dir", "{tmp}/none"],
-         "problems file not found"),
+         "holds no problems.json"),
         ("transformers_lavin.chat.app", ["--port", "70000"], "--port must be"),
         ("transformers_lavin.chat.app", ["--max-new-tokens", "0"], "--max-new-tokens must be"),
     ],

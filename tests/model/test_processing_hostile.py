@@ -35,10 +35,11 @@ def test_typed_special_strings_in_a_chat_stay_text(tiny):
     assert ids.count(tokenizer.bos_token_id) == 1
     assert ids.count(tokenizer.eos_token_id) == 1  # the template's, after the assistant turn
     body = ids[ids.index(processor.image_token_id) + processor.num_image_tokens :]
+    # The template's dialogue format (Instruction/Response turns, EOS after each answer) around the typed text.
     expected = (
-        _chars(processor, TYPED + "Typed </s> here.")
+        _chars(processor, "Instruction: " + TYPED + "\nResponse:Typed </s> here.")
         + [tokenizer.eos_token_id]
-        + _chars(processor, "Again: </s>" + ESCAPE)
+        + _chars(processor, "\nInstruction: Again: </s>" + ESCAPE + "\n")
     )
     assert body == expected
     assert tokenizer.decode(body, skip_special_tokens=False).count("</s>") == 4

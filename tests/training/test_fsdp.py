@@ -34,7 +34,9 @@ COMMON = [
     "--seed", "3",
 ]  # fmt: skip
 # FSDP's all-gathers and reduce-scatters add in another order than one process does: float32 rounding only.
-ONE_PROCESS_TOLERANCE = {"rtol": 1e-4, "atol": 2e-5}
+# AdamW divides by the gradient's running RMS, so the rounding of the routers' small gradients reaches their weights
+# at up to ~5e-5 (losses agree to 6 digits at every step); a wrong reduction would be off by the learning rate (1e-2).
+ONE_PROCESS_TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
 
 
 def _free_port() -> int:

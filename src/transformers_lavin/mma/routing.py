@@ -125,7 +125,8 @@ class ModalityRouter:
         if torch.is_grad_enabled() or self.decoder.training:
             self._cached = None
             table = run_routing_pass(self.decoder, self.modality_embeddings())
-            self._check_gradients(table)
+            if torch.is_grad_enabled():
+                self._check_gradients(table)
             return table
         state = (_active_adapters(self.llm_layers), _parameter_state([self.decoder, self.modality_source]))
         if self._cached is None or self._cached[0] != state:

@@ -37,7 +37,7 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 from ..cli_errors import user_errors
 from ..data import load_scienceqa, write_synthetic_scienceqa
 from ..distributed import load_sharded_checkpoint, save_adapter, save_sharded_checkpoint, shard_lavin
-from .sft import BASE_MODEL_DIR, LavinModelArguments, MMAArguments, ScriptArguments, load_model_and_processor
+from .sft import BASE_MODEL_DIR, LavinModelArguments, LavinScriptArguments, MMAArguments, load_model_and_processor
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -65,7 +65,7 @@ class FSDPTrainingArguments:
     bf16: bool = field(default=False, metadata={"help": "Gather the weights in bf16 (gradients reduced in fp32)."})
 
 
-ARGUMENT_CLASSES = (ScriptArguments, FSDPTrainingArguments, LavinModelArguments, MMAArguments)
+ARGUMENT_CLASSES = (LavinScriptArguments, FSDPTrainingArguments, LavinModelArguments, MMAArguments)
 
 
 def parse_args(argv: Sequence[str] | None = None):
@@ -123,7 +123,7 @@ def newest_checkpoint(output_dir: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
-def _load_train_dataset(script_args: ScriptArguments, args: FSDPTrainingArguments, rank: int) -> datasets.Dataset:
+def _load_train_dataset(script_args: LavinScriptArguments, args: FSDPTrainingArguments, rank: int) -> datasets.Dataset:
     root = Path(script_args.dataset_dir or Path(args.output_dir) / "synthetic_scienceqa")
     if script_args.synthetic and rank == 0:  # rank 0 writes while the others wait
         write_synthetic_scienceqa(
@@ -137,14 +137,14 @@ def _load_train_dataset(script_args: ScriptArguments, args: FSDPTrainingArgument
         )
     if dist.is_initialized():
         dist.barrier()
-    train = load_scienceqa(root, script_args.train_split, prompt_format=script_args.prompt_format)
+    train = load_scienceqa(root, script_args.dataset_train_split, prompt_format=script_args.prompt_format)
     if script_args.max_train_samples is not None:
         train = train.select(range(min(script_args.max_train_samples, len(train))))
     return train
 
 
 def run(
-    script_args: ScriptArguments,
+    script_args: LavinScriptArguments,
     args: FSDPTrainingArguments,
     model_args: LavinModelArguments,
     mma_args: MMAArguments,
