@@ -1,16 +1,12 @@
 """The chatbot example end to end: after MMA training, the tiny LaVIN answers image questions above chance."""
 
 import importlib.util
-import os
 from pathlib import Path
-
-import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "chat_lavin.py"
 
 
-# Opt-in until its accuracy and run time are measured on an idle machine (see docs/training.md).
-@pytest.mark.skipif(os.environ.get("LAVIN_RUN_CHAT_EXAMPLE") != "1", reason="set LAVIN_RUN_CHAT_EXAMPLE=1 to run")
+# Measured on this 2-core machine, idle: image questions 21.9% -> 64.1% (chance 25%, n=64), about 90 s.
 def test_chat_example_answers_image_questions_above_chance_after_training(tmp_path):
     spec = importlib.util.spec_from_file_location("chat_lavin", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
