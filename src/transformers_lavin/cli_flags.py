@@ -19,12 +19,35 @@ def both_spellings(option: str) -> list[str]:
     return [underscore] if underscore == hyphen else [underscore, hyphen]
 
 
+def _spelled(names) -> list[str]:
+    return list(dict.fromkeys(spelling for name in names for spelling in both_spellings(name)))
+
+
+class _UnderscoreGroup(argparse._ArgumentGroup):
+    def add_argument(self, *names, **kwargs):
+        return super().add_argument(*_spelled(names), **kwargs)
+
+
+class _UnderscoreExclusiveGroup(argparse._MutuallyExclusiveGroup):
+    def add_argument(self, *names, **kwargs):
+        return super().add_argument(*_spelled(names), **kwargs)
+
+
 class UnderscoreArgumentParser(argparse.ArgumentParser):
     """An `ArgumentParser` whose long options take underscores or hyphens (`--max_new_tokens`, `--max-new-tokens`)."""
 
     def add_argument(self, *names, **kwargs):
-        spelled = [spelling for name in names for spelling in both_spellings(name)]
-        return super().add_argument(*dict.fromkeys(spelled), **kwargs)
+        return super().add_argument(*_spelled(names), **kwargs)
+
+    def add_argument_group(self, *args, **kwargs):
+        group = _UnderscoreGroup(self, *args, **kwargs)
+        self._action_groups.append(group)
+        return group
+
+    def add_mutually_exclusive_group(self, **kwargs):
+        group = _UnderscoreExclusiveGroup(self, **kwargs)
+        self._mutually_exclusive_groups.append(group)
+        return group
 
     def format_help(self) -> str:
         # Show one spelling per option: the hyphen aliases would double every line.

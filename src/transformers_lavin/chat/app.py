@@ -21,6 +21,7 @@ from typing import Any
 from PIL import Image
 
 from ..cli_errors import UserInputError, add_debug_argument, user_errors
+from ..cli_flags import UnderscoreArgumentParser
 from .generation import ChatInputError, chat_stream, load_image
 from .loading import DEMO_MODEL_NAME, ModelLoadError, load_chat_model
 from .routing import plot_routing, routing_for_turn
@@ -272,7 +273,7 @@ def _describe_model(model_name: str, adapter: str | None, loaded: bool) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options of `lavin-chat`."""
-    parser = argparse.ArgumentParser(prog="lavin-chat", description=__doc__.strip().splitlines()[0])
+    parser = UnderscoreArgumentParser(prog="lavin-chat", description=__doc__.strip().splitlines()[0])
     parser.add_argument(
         "--model",
         default=DEMO_MODEL_NAME,

@@ -12,13 +12,14 @@ import argparse
 import sys
 
 from ..cli_errors import add_debug_argument, user_errors
+from ..cli_flags import UnderscoreArgumentParser
 from .convert import convert_lavin_checkpoint
 from .export import export_to_reference
 from .reference_format import MAX_CHECKPOINT_BYTES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = UnderscoreArgumentParser(
         prog="lavin-convert",
         description="Convert LaVIN adapter checkpoints between the reference code and this format.",
     )

@@ -3,8 +3,8 @@
 Example:
 ```
 lavin-eval --model lavin=path/to/lavin --model llava=llava-hf/llava-1.5-7b-hf \\
-    --task scienceqa=data/scienceqa --task pope=data/pope --task-option scienceqa.split=test \\
-    --output-dir runs/ --batch-size 8
+    --task scienceqa=data/scienceqa --task pope=data/pope --task_option scienceqa.split=test \\
+    --output_dir runs/ --batch_size 8
 ```
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli_errors import add_debug_argument, user_errors
+from ..cli_flags import UnderscoreArgumentParser
 from .judge import HTTPJudge, load_hf_judge
 from .models import adapter_base, load_model, resolve_device
 from .report import markdown_table
@@ -55,14 +56,14 @@ def build_tasks(task_specs: Sequence[str], option_specs: Sequence[str], judge: A
     """
     options: dict[str, dict[str, str]] = {}
     for spec in option_specs:
-        dotted, value = _split_pair(spec, "--task-option")
+        dotted, value = _split_pair(spec, "--task_option")
         name, _, key = dotted.partition(".")
         if not key:
-            raise SystemExit(f"error: --task-option must look like TASK.KEY=VALUE; got {spec!r}.")
+            raise SystemExit(f"error: --task_option must look like TASK.KEY=VALUE; got {spec!r}.")
         options.setdefault(name, {})[key] = value
     unknown = set(options) - {_split_pair(spec, "--task")[0] for spec in task_specs}
     if unknown:
-        raise SystemExit(f"error: --task-option given for task(s) not selected with --task: {sorted(unknown)}.")
+        raise SystemExit(f"error: --task_option given for task(s) not selected with --task: {sorted(unknown)}.")
     tasks = []
     for spec in task_specs:
         name, data = _split_pair(spec, "--task")
@@ -83,7 +84,7 @@ def build_tasks(task_specs: Sequence[str], option_specs: Sequence[str], judge: A
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = UnderscoreArgumentParser(
         prog="lavin-eval",
         description="Evaluate LaVIN and other vision-language models on ScienceQA, POPE, captioning, VQA and "
         "LLaVA-Bench-style open-ended tasks.",
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="A PEFT adapter directory (MMA, LoRA, ...) to evaluate on its base model.",
     )
     parser.add_argument(
-        "--merge-adapter",
+        "--merge_adapter",
         nargs="?",
         const="yes",
         metavar="MODALITY",
@@ -117,38 +118,38 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"A task and its data path; tasks: {', '.join(TASKS)}. Repeatable.",
     )
     parser.add_argument(
-        "--task-option",
+        "--task_option",
         action="append",
         default=[],
         metavar="TASK.KEY=VALUE",
         help="A task setting, e.g. scienceqa.split=val or pope.instruction='Answer yes or no.'",
     )
-    parser.add_argument("--output-dir", default="eval_runs", help="Where results, summaries and the chart go.")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--output_dir", default="eval_runs", help="Where results, summaries and the chart go.")
+    parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--limit", type=int, default=None, help="Evaluate only the first N samples of each task.")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="Override each task's generation length.")
-    parser.add_argument("--retry-errors", action="store_true", help="Generate again for samples that failed.")
+    parser.add_argument("--max_new_tokens", type=int, default=None, help="Override each task's generation length.")
+    parser.add_argument("--retry_errors", action="store_true", help="Generate again for samples that failed.")
     parser.add_argument(
-        "--overwrite", action="store_true", help="Discard earlier results in --output-dir made with other settings."
+        "--overwrite", action="store_true", help="Discard earlier results in --output_dir made with other settings."
     )
     add_debug_argument(parser)
-    parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+    parser.add_argument("--no_progress", action="store_true", help="Hide the progress bar.")
     hf = parser.add_argument_group("transformers models")
     hf.add_argument("--dtype", default="auto", help="e.g. bfloat16, float16, float32")
     hf.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cuda when available)")
-    hf.add_argument("--trust-remote-code", action="store_true")
+    hf.add_argument("--trust_remote_code", action="store_true")
     judge = parser.add_argument_group("judge (llava_bench only; nothing is called unless given)")
-    judge.add_argument("--judge-url", help="An OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    judge.add_argument("--judge-model", help="The model name to send to --judge-url.")
-    judge.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="Environment variable with the key.")
-    judge.add_argument("--judge-timeout", type=float, default=60.0, help="Seconds for one whole request.")
-    judge.add_argument("--judge-retries", type=int, default=2)
-    judge.add_argument("--judge-temperature", type=float, default=0.2, help="LLaVA's value by default.")
-    judge.add_argument("--judge-max-tokens", type=int, default=1024, help="LLaVA's value by default.")
+    judge.add_argument("--judge_url", help="An OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    judge.add_argument("--judge_model", help="The model name to send to --judge_url.")
+    judge.add_argument("--judge_api_key_env", default="OPENAI_API_KEY", help="Environment variable with the key.")
+    judge.add_argument("--judge_timeout", type=float, default=60.0, help="Seconds for one whole request.")
+    judge.add_argument("--judge_retries", type=int, default=2)
+    judge.add_argument("--judge_temperature", type=float, default=0.2, help="LLaVA's value by default.")
+    judge.add_argument("--judge_max_tokens", type=int, default=1024, help="LLaVA's value by default.")
     judge.add_argument(
-        "--judge-max-reply-bytes", type=int, default=1 << 20, help="Refuse judge replies larger than this."
+        "--judge_max_reply_bytes", type=int, default=1 << 20, help="Refuse judge replies larger than this."
     )
-    judge.add_argument("--judge-hf", metavar="PATH", help="A local causal LM to use as the judge instead.")
+    judge.add_argument("--judge_hf", metavar="PATH", help="A local causal LM to use as the judge instead.")
     return parser
 
 
@@ -166,7 +167,7 @@ def _model_targets(args: argparse.Namespace) -> dict[str, tuple[str | None, str 
     if not args.model:
         raise ValueError("give at least one --model (or an --adapter).")
     if args.merge_adapter is not None:
-        raise ValueError("--merge-adapter needs --adapter.")
+        raise ValueError("--merge_adapter needs --adapter.")
     targets: dict[str, tuple[str | None, str | None]] = {}
     for spec in args.model:
         name, sep, target = spec.partition("=")
@@ -179,11 +180,11 @@ def _model_targets(args: argparse.Namespace) -> dict[str, tuple[str | None, str 
 
 def _run(args: argparse.Namespace) -> int:
     if args.judge_url and args.judge_hf:
-        raise ValueError("give either --judge-url or --judge-hf, not both.")
+        raise ValueError("give either --judge_url or --judge_hf, not both.")
     judge = None
     if args.judge_url:
         if not args.judge_model:
-            raise ValueError("--judge-url needs --judge-model (the model name the endpoint serves).")
+            raise ValueError("--judge_url needs --judge_model (the model name the endpoint serves).")
         judge = HTTPJudge(
             args.judge_url,
             args.judge_model,
