@@ -309,6 +309,19 @@ def validate_arguments(
     check_gradient_checkpointing(training_args)
 
 
+def write_synthetic_set(script_args: LavinScriptArguments, root: Path, seed: int) -> None:
+    """Write the synthetic ScienceQA-style set that `--synthetic` and its size options ask for into `root`."""
+    write_synthetic_scienceqa(
+        root,
+        overwrite=script_args.overwrite,
+        num_train=script_args.synthetic_num_train,
+        num_val=script_args.synthetic_num_eval,
+        num_test=script_args.synthetic_num_eval,
+        image_size=script_args.synthetic_image_size,
+        seed=seed,
+    )
+
+
 def _scienceqa_root(script_args: LavinScriptArguments, training_args: SFTConfig) -> Path:
     if not script_args.synthetic:
         return Path(script_args.dataset_dir)
@@ -316,15 +329,8 @@ def _scienceqa_root(script_args: LavinScriptArguments, training_args: SFTConfig)
     # Rank 0 writes while the other ranks wait, so no process reads a half-written file.
     with training_args.main_process_first(local=False, desc="writing the synthetic set"):
         if training_args.process_index == 0:
-            write_synthetic_scienceqa(
-                root,
-                overwrite=script_args.overwrite,
-                num_train=script_args.synthetic_num_train,
-                num_val=script_args.synthetic_num_eval,
-                num_test=script_args.synthetic_num_eval,
-                image_size=script_args.synthetic_image_size,
-                seed=training_args.data_seed if training_args.data_seed is not None else training_args.seed,
-            )
+            seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+            write_synthetic_set(script_args, root, seed)
     return root
 
 

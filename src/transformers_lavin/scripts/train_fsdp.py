@@ -35,9 +35,16 @@ from trl import TrlParser
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from ..cli_errors import user_errors
-from ..data import load_scienceqa, write_synthetic_scienceqa
+from ..data import load_scienceqa
 from ..distributed import load_sharded_checkpoint, save_adapter, save_sharded_checkpoint, shard_lavin
-from .sft import BASE_MODEL_DIR, LavinModelArguments, LavinScriptArguments, MMAArguments, load_model_and_processor
+from .sft import (
+    BASE_MODEL_DIR,
+    LavinModelArguments,
+    LavinScriptArguments,
+    MMAArguments,
+    load_model_and_processor,
+    write_synthetic_set,
+)
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -126,15 +133,7 @@ def newest_checkpoint(output_dir: Path) -> Path | None:
 def _load_train_dataset(script_args: LavinScriptArguments, args: FSDPTrainingArguments, rank: int) -> datasets.Dataset:
     root = Path(script_args.dataset_dir or Path(args.output_dir) / "synthetic_scienceqa")
     if script_args.synthetic and rank == 0:  # rank 0 writes while the others wait
-        write_synthetic_scienceqa(
-            root,
-            overwrite=script_args.overwrite,
-            num_train=script_args.synthetic_num_train,
-            num_val=script_args.synthetic_num_eval,
-            num_test=script_args.synthetic_num_eval,
-            image_size=script_args.synthetic_image_size,
-            seed=args.seed,
-        )
+        write_synthetic_set(script_args, root, args.seed)
     if dist.is_initialized():
         dist.barrier()
     train = load_scienceqa(root, script_args.dataset_train_split, prompt_format=script_args.prompt_format)
