@@ -143,6 +143,42 @@ class HFModelAdapter:
             output = output[:, inputs["input_ids"].shape[1] :]
         return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
 
+    def score_options(
+        self,
+        images: ImageBatch,
+        prompts: Sequence[str],
+        options: Sequence[Sequence[str]],
+        answer_prefix: str,
+        suffix: str,
+        batch_size: int = 32,
+    ) -> list[list[float]]:
+        """
+        The summed log-probability of each option after `prompt + answer_prefix`, per sample, through
+        [`~evaluation.multiple_choice.option_log_likelihoods`] (the function training scores with). The prompt is
+        built as for [`generate`], so the options continue exactly the text the model would generate after.
+        """
+        from .multiple_choice import option_log_likelihoods, option_token_ids
+
+        if not len(images) == len(prompts) == len(options):
+            raise ValueError(
+                f"Got {len(images)} image lists, {len(prompts)} prompts and {len(options)} option lists; give one of "
+                "each per sample."
+            )
+        prompt_end = answer_prefix.rstrip()
+        encoded = []
+        for sample_images, prompt in zip(images, prompts, strict=True):
+            n_images = 1 if self.model_type in ONE_IMAGE_MODEL_TYPES else len(sample_images)
+            text = self.build_prompt(prompt, n_images) + prompt_end
+            inputs = self.processor(images=self._processor_images([sample_images]), text=[text], return_tensors="pt")
+            encoded.append(inputs.to(dtype=self.model.dtype) if hasattr(inputs, "to") else inputs)
+        option_ids = [
+            option_token_ids(self.tokenizer, sample_options, answer_prefix, suffix) for sample_options in options
+        ]
+        pad_token_id = self.tokenizer.pad_token_id
+        if pad_token_id is None:
+            pad_token_id = self.tokenizer.eos_token_id or 0  # padded positions are masked and never scored
+        return option_log_likelihoods(self.model, encoded, option_ids, pad_token_id, batch_size)
+
 
 def resolve_device(device: str | None) -> str:
     """

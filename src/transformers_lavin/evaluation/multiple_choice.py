@@ -8,6 +8,7 @@ whose text the model finds most likely is its answer. Only the problem's own opt
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +71,92 @@ def _prompt_text(prompt: Any) -> str:
     return "".join(texts)
 
 
+def option_token_ids(tokenizer: Any, options: Sequence[str], answer_prefix: str, suffix: str) -> list[list[int]]:
+    """
+    The token ids scored for each option: `separator + option + suffix`, where the separator is the trailing
+    whitespace of `answer_prefix`. Subword tokenizers write " circle" as one token, not " " + "circle", so the space
+    belongs to the option, as when the whole answer is tokenized at once in training.
+    """
+    separator = answer_prefix[len(answer_prefix.rstrip()) :]
+    return [tokenizer.encode(separator + option + suffix, add_special_tokens=False) for option in options]
+
+
+def _token_aligned(value: Any, input_ids: torch.Tensor) -> bool:
+    """Whether a processor output holds one value per token (e.g. `token_type_ids`), like `input_ids`."""
+    return isinstance(value, torch.Tensor) and value.shape == input_ids.shape
+
+
 @torch.no_grad()
+def option_log_likelihoods(
+    model: torch.nn.Module,
+    prompts: Sequence[Mapping[str, Any]],
+    options: Sequence[Sequence[Sequence[int]]],
+    pad_token_id: int,
+    batch_size: int = 32,
+) -> list[list[float]]:
+    """
+    The summed log-probability of each option's tokens after its prompt: the one scoring function of multiple-choice
+    questions, used by training ([`score_choice_texts`]) and by evaluation (`lavin-eval`'s
+    `scienceqa.scoring=likelihood`, through [`~evaluation.models.HFModelAdapter.score_options`]).
+
+    Args:
+        model: Any model whose forward takes the processor's outputs and returns `logits`; put in eval mode for the
+            call and restored afterwards.
+        prompts: One processor output per question (`input_ids` of shape (1, length), plus whatever else the model
+            takes: `pixel_values`, `image_sizes`, `token_type_ids`, ...). Tensors with one value per token are
+            extended over the option with zeros; the others (image tensors) are concatenated over the batch.
+        options: Per question, the token ids of each option (see [`option_token_ids`]).
+        pad_token_id: Fills the batch after the shorter sequences (the padding is masked out).
+        batch_size: Sequences (question-option pairs) per forward pass.
+
+    Returns:
+        `list[list[float]]`: per question, one score per option.
+    """
+    device = next(model.parameters()).device
+    pairs = [(index, prompt, option) for index, prompt in enumerate(prompts) for option in options[index]]
+    scores: list[list[float]] = [[] for _ in prompts]
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            lengths = [prompt["input_ids"].shape[-1] + len(option) for _, prompt, option in chunk]
+            length = max(lengths)
+            input_ids = torch.full((len(chunk), length), pad_token_id, dtype=torch.long)
+            attention_mask = torch.zeros_like(input_ids)
+            targets = torch.full_like(input_ids, -100)
+            per_token: dict[str, torch.Tensor] = {}
+            per_image: dict[str, list[torch.Tensor]] = {}
+            for row, (_, prompt, option) in enumerate(chunk):
+                prompt_ids = prompt["input_ids"][0]
+                ids = torch.cat([prompt_ids.long().cpu(), torch.tensor(option, dtype=torch.long)])
+                input_ids[row, : len(ids)] = ids
+                attention_mask[row, : len(ids)] = 1
+                targets[row, len(prompt_ids) : len(ids)] = ids[len(prompt_ids) :]
+                for key, value in prompt.items():
+                    if key in ("input_ids", "attention_mask") or value is None:
+                        continue
+                    if _token_aligned(value, prompt["input_ids"]):
+                        column = per_token.setdefault(key, torch.zeros(len(chunk), length, dtype=value.dtype))
+                        column[row, : value.shape[-1]] = value[0]
+                    elif isinstance(value, torch.Tensor):
+                        per_image.setdefault(key, []).append(value)
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask, **per_token}
+            inputs.update({key: torch.cat(values) for key, values in per_image.items()})
+            inputs = {key: value.to(device) for key, value in inputs.items()}
+            logits = model(**inputs).logits.float()
+            # Position t predicts token t + 1.
+            log_probs = torch.log_softmax(logits[:, :-1], dim=-1).cpu()
+            shifted = targets[:, 1:]
+            token_scores = log_probs.gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            totals = (token_scores * (shifted != -100)).sum(dim=1)
+            for (index, *_), total in zip(chunk, totals.tolist(), strict=True):
+                scores[index].append(total)
+    finally:
+        model.train(was_training)
+    return scores
+
+
 def score_choice_texts(
     model: torch.nn.Module,
     processor: Any,
@@ -98,58 +184,34 @@ def score_choice_texts(
     """
     _check_columns(dataset)
     tokenizer = processor.tokenizer
-    device = next(model.parameters()).device
-    # One sequence per (question, choice): the prompt's ids as the processor writes them, then the choice's tokens.
-    # Trailing spaces of the prefix belong to the option, as when the whole answer is tokenized at once: subword
-    # tokenizers write " circle" as one token, not " " + "circle".
     prompt_end = answer_prefix.rstrip()
-    separator = answer_prefix[len(prompt_end) :]
-    pairs = []
-    for index, row in enumerate(dataset):
-        prefix = processor(
-            images=[list(row["images"])], text=[tokenizer.bos_token + _prompt_text(row["prompt"]) + prompt_end]
+    # The prompt's ids as the processor writes them (LaVIN's prefix, the image tokens), then each choice's tokens.
+    prompts = [
+        processor(
+            images=[list(row["images"])],
+            text=[tokenizer.bos_token + _prompt_text(row["prompt"]) + prompt_end],
+            return_tensors="pt",
         )
-        for choice in row["choices"][: len(OPTION_LETTERS)]:
-            continuation = tokenizer.encode(separator + choice + suffix, add_special_tokens=False)
-            pairs.append((index, prefix["input_ids"][0], continuation, prefix.get("pixel_values")))
-    scores: list[list[float]] = [[] for _ in range(len(dataset))]
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start : start + batch_size]
-            length = max(len(prefix) + len(cont) for _, prefix, cont, _ in chunk)
-            input_ids = torch.full((len(chunk), length), tokenizer.pad_token_id, dtype=torch.long)
-            attention_mask = torch.zeros_like(input_ids)
-            targets = torch.full_like(input_ids, -100)
-            for row, (_, prefix, cont, _) in enumerate(chunk):
-                ids = list(prefix) + cont
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                attention_mask[row, : len(ids)] = 1
-                targets[row, len(prefix) : len(ids)] = torch.tensor(cont)
-            pixel_values = [torch.as_tensor(p) for *_, p in chunk if p is not None]
-            inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
-            if pixel_values:
-                inputs["pixel_values"] = torch.cat(pixel_values).to(device)
-            logits = model(**inputs).logits.float()
-            # Position t predicts token t + 1.
-            log_probs = torch.log_softmax(logits[:, :-1], dim=-1).cpu()
-            shifted = targets[:, 1:]
-            token_scores = log_probs.gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            totals = (token_scores * (shifted != -100)).sum(dim=1)
-            for (index, *_), total in zip(chunk, totals.tolist(), strict=True):
-                scores[index].append(total)
-    finally:
-        model.train(was_training)
+        for row in dataset
+    ]
+    options = [
+        option_token_ids(tokenizer, row["choices"][: len(OPTION_LETTERS)], answer_prefix, suffix) for row in dataset
+    ]
+    scores = option_log_likelihoods(model, prompts, options, tokenizer.pad_token_id, batch_size)
     result = MultipleChoiceResult()
     for row, row_scores in zip(dataset, scores, strict=True):
-        prediction = OPTION_LETTERS[max(range(len(row_scores)), key=row_scores.__getitem__)]
+        prediction = OPTION_LETTERS[best_option(row_scores)]
         result.predictions.append(prediction)
         result.correct.append(prediction == row["answer"])
         result.has_image.append(len(row["images"]) > 0)
         result.num_choices.append(len(row_scores))
         result.choice_scores.append(row_scores)
     return result
+
+
+def best_option(scores: Sequence[float]) -> int:
+    """The index of the highest score (the first one on a tie)."""
+    return max(range(len(scores)), key=scores.__getitem__)
 
 
 def _check_columns(dataset: datasets.Dataset) -> None:
@@ -160,4 +222,11 @@ def _check_columns(dataset: datasets.Dataset) -> None:
         )
 
 
-__all__ = ["ANSWER_PREFIX", "MultipleChoiceResult", "score_choice_texts"]
+__all__ = [
+    "ANSWER_PREFIX",
+    "MultipleChoiceResult",
+    "best_option",
+    "option_log_likelihoods",
+    "option_token_ids",
+    "score_choice_texts",
+]

@@ -186,6 +186,11 @@ def run_task(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
     adapter = as_adapter(model)
+    if task.scoring == "likelihood" and not hasattr(adapter, "score_options"):
+        raise ValueError(
+            f"Task {task.name!r} scores options by likelihood, which needs the model's token probabilities: give a "
+            f"transformers model (a (model, processor) pair), not a {type(adapter).__name__}, or score by generation."
+        )
     run_dir = Path(output_dir) / model_name / task.name
     samples = task.load()[:limit] if limit else task.load()
     ids = [sample.id for sample in samples]
@@ -223,9 +228,19 @@ def run_task(
                     loaded.append((sample, _load_images(sample)))
                 except OSError as error:
                     errors[sample.id] = str(error)
+            option_scores: dict[str, list[float]] = {}
             if loaded:
+                images, prompts = [i for _, i in loaded], [s.prompt for s, _ in loaded]
                 try:
-                    texts = adapter.generate([i for _, i in loaded], [s.prompt for s, _ in loaded], budget)
+                    if task.scoring == "likelihood":
+                        options = [task.options(sample) for sample, _ in loaded]
+                        scores = adapter.score_options(
+                            images, prompts, options, task.answer_prefix, task.option_suffix
+                        )
+                        option_scores = {sample.id: row for (sample, _), row in zip(loaded, scores, strict=True)}
+                        texts = [task.answer_from_scores(sample, option_scores[sample.id]) for sample, _ in loaded]
+                    else:
+                        texts = adapter.generate(images, prompts, budget)
                     outputs.update({sample.id: text for (sample, _), text in zip(loaded, texts, strict=True)})
                 except (KeyboardInterrupt, SystemExit):
                     raise
@@ -236,6 +251,8 @@ def run_task(
                 output = outputs.get(sample.id, "")
                 record = {"id": sample.id, "prompt": sample.prompt, "output": output, "target": sample.target}
                 record["meta"] = sample.meta
+                if sample.id in option_scores:
+                    record["option_scores"] = option_scores[sample.id]
                 if sample.id in errors:
                     record.update(task.score_failed(sample))
                     record["error"] = errors[sample.id]

@@ -44,6 +44,11 @@ class Task(ABC):
     headline_metrics: Sequence[str] = ()
     overall_metric: str = ""
     unit: str = "accuracy (%)"
+    # "generate": the model writes an answer that `score` reads. "likelihood": the model scores the texts of
+    # `options(sample)` after `prompt + answer_prefix`, and `answer_from_scores` writes the answer that `score` reads.
+    scoring: str = "generate"
+    answer_prefix: str = ""
+    option_suffix: str = ""
 
     @abstractmethod
     def load(self) -> list[Sample]:
@@ -52,6 +57,14 @@ class Task(ABC):
     @abstractmethod
     def score(self, sample: Sample, output: str) -> dict[str, Any]:
         """The per-sample fields saved with the generation (must be JSON-serialisable)."""
+
+    def options(self, sample: Sample) -> list[str]:
+        """For `scoring = "likelihood"`: the option texts the model scores after `prompt + answer_prefix`."""
+        raise NotImplementedError(f"Task {self.name!r} is scored by generation, not by option likelihood.")
+
+    def answer_from_scores(self, sample: Sample, scores: Sequence[float]) -> str:
+        """For `scoring = "likelihood"`: the answer text, read by [`score`], for one score per option."""
+        raise NotImplementedError(f"Task {self.name!r} is scored by generation, not by option likelihood.")
 
     def score_failed(self, sample: Sample) -> dict[str, Any]:
         """The per-sample fields of a sample that got no output (unreadable image, failed batch): it counts as wrong."""

@@ -27,17 +27,21 @@ from ..metrics.scienceqa import (
     problem_columns,
     scienceqa_scores,
 )
+from ..multiple_choice import ANSWER_PREFIX, best_option
 from .base import Sample, Task
 from .sources import TableImage, load_hub_table, resolve_inside, table_root, use_hub_layout
 
 _HUB_COLUMNS = ("image", "question", "choices", "answer", "hint", "subject", "grade", "lecture", "solution")
 _HUB_SPLITS = {"val": "validation"}
+SCORINGS = ("generate", "likelihood")
+OPTION_FORMS = ("text", "letter")
 
 
 class ScienceQATask(Task):
     """
     ScienceQA: generate, read the letter from `The answer is X.` (with the fallback of
-    [`~metrics.scienceqa.extract_answer`]), and report accuracy by subject, context, grade and on average.
+    [`~metrics.scienceqa.extract_answer`]), and report accuracy by subject, context, grade and on average. With
+    `scoring="likelihood"`, the most likely option is the answer instead, scored as training scores it.
 
     Problems, prompts and image paths come from [`~transformers_lavin.data.scienceqa.load_scienceqa`], the reader used
     for training, so evaluation sees exactly the training prompts. That reader checks every image when loading: an
@@ -56,11 +60,21 @@ class ScienceQATask(Task):
             `"lenient"` fallbacks (see [`~metrics.scienceqa.extract_answer`]).
         layout (`str`, *optional*, defaults to `"auto"`): `"official"`, `"hub"` or `"auto"` (see [`~tasks.sources`]).
         max_new_tokens (`int`, *optional*, defaults to 64): The reference's generation length.
+        scoring (`str`, *optional*, defaults to `"generate"`): `"generate"` is the official protocol: generate and
+            read the answer. `"likelihood"` (a project option) scores each option after the prompt and
+            `"The answer is "` with the function training uses
+            ([`~evaluation.multiple_choice.option_log_likelihoods`]) and takes the most likely one: for small or
+            briefly trained models that rarely write a well-formed answer.
+        option_form (`str`, *optional*, defaults to `"text"`): With `scoring="likelihood"`, what is scored after
+            `"The answer is "`: the option's `"text"` (`circle.`, as `lavin-demo` trains and scores) or its
+            `"letter"` (`B.`, LaVIN's answer format).
     """
 
     name = "scienceqa"
     overall_metric = "Avg"
     headline_metrics = SCIENCEQA_COLUMNS
+    answer_prefix = ANSWER_PREFIX
+    option_suffix = "."
 
     def __init__(
         self,
@@ -73,9 +87,17 @@ class ScienceQATask(Task):
         answer_rule: str = "official",
         layout: str = "auto",
         max_new_tokens: int = 64,
+        scoring: str = "generate",
+        option_form: str = "text",
     ) -> None:
         if answer_rule not in ANSWER_RULES:
             raise ValueError(f"Unknown ScienceQA answer_rule {answer_rule!r}; choose from {', '.join(ANSWER_RULES)}.")
+        if scoring not in SCORINGS:
+            raise ValueError(f"Unknown ScienceQA scoring {scoring!r}; choose from {', '.join(SCORINGS)}.")
+        if option_form not in OPTION_FORMS:
+            raise ValueError(f"Unknown ScienceQA option_form {option_form!r}; choose from {', '.join(OPTION_FORMS)}.")
+        self.scoring = scoring
+        self.option_form = option_form
         self.data_dir = Path(data_dir)
         self.answer_rule = answer_rule
         self.hub = use_hub_layout(data_dir, layout)
@@ -95,6 +117,8 @@ class ScienceQATask(Task):
             "instruction": self.instruction,
             "answer_rule": self.answer_rule,
             "data": str(self.data_dir),
+            # Only a non-default scoring is written, so results made before the option existed still resume.
+            **({"scoring": self.scoring, "option_form": self.option_form} if self.scoring == "likelihood" else {}),
         }
 
     def _with_instruction(self, prompt: str) -> str:
@@ -143,6 +167,14 @@ class ScienceQATask(Task):
             )
         return samples
 
+    def options(self, sample: Sample) -> list[str]:
+        choices = sample.meta["choices"][: len(OPTION_LETTERS)]
+        return list(choices) if self.option_form == "text" else list(OPTION_LETTERS[: len(choices)])
+
+    def answer_from_scores(self, sample: Sample, scores: Sequence[float]) -> str:
+        # Written in LaVIN's answer format, so `score` reads it with the official rule like a generated answer.
+        return f"{ANSWER_PREFIX}{OPTION_LETTERS[best_option(scores)]}."
+
     def score(self, sample: Sample, output: str) -> dict[str, Any]:
         prediction = extract_answer(output, sample.meta["choices"], self.answer_rule)
         return {"prediction": prediction, "parsed": prediction is not None, "correct": prediction == sample.target}
@@ -153,6 +185,7 @@ class ScienceQATask(Task):
         return {
             **scores,
             "answer_rule": self.answer_rule,
+            "scoring": self.scoring,
             "n": len(records),
             "n_unparsed": len(unparsed),
             "unparsed_ids": unparsed[:20],
