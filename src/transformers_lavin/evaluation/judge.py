@@ -140,7 +140,7 @@ class HTTPJudge:
                 if size > self.max_reply_bytes:
                     raise JudgeError(
                         f"The judge at {self.url} sent a reply larger than {self.max_reply_bytes} bytes; raise "
-                        "max_reply_bytes (--judge-max-reply-bytes) if that is expected."
+                        "max_reply_bytes (--judge_max_reply_bytes) if that is expected."
                     )
                 chunks.append(chunk)
                 if expired.is_set():
@@ -183,7 +183,7 @@ class HTTPJudge:
                     raise JudgeError(
                         f"The judge at {self.url} redirected the request (HTTP {error.status}) to {error.location!r}. "
                         "Redirects are not followed, so the API key never leaves the host it was given for; give "
-                        "the final URL with --judge-url."
+                        "the final URL with --judge_url."
                     ) from None
                 raise JudgeError(
                     f"The judge at {self.url} refused the request: HTTP {error.status} {error.reason}"
