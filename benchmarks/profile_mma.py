@@ -18,8 +18,8 @@ import json
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from transformers_lavin.mma import MMALayer, MMAModel
-from transformers_lavin.mma.routing import RowRouting, find_router, rows_from_table, run_routing_pass
+from transformers_lavin.mma import MMALayer
+from transformers_lavin.mma.routing import find_router, run_routing_pass
 
 from .bench_generation import DTYPES
 from .inputs import build_inputs
@@ -73,10 +73,9 @@ def profile_inference(
         "lavin", bench_shape, batch_size=1, text_len=bench_shape.prompt_len, device=device, dtype=DTYPES[dtype]
     )
     synchronize = synchronizer(device)
-    tuner = next(module for module in models["mma"].modules() if isinstance(module, MMAModel))
+    router = find_router(models["mma"])
     with torch.inference_mode():
-        table = tuner.routing_table()
-    routing = RowRouting(rows_from_table(table, torch.ones(1, dtype=torch.long, device=device)))
+        routing = router.rows(torch.ones(1, dtype=torch.long, device=device))
     adapters = [m for m in models["mma"].modules() if isinstance(m, MMALayer) and m.routing_key is not None]
     one_token = torch.randn(1, 1, bench_shape.llm_hidden, device=device, dtype=DTYPES[dtype])
 
@@ -91,8 +90,6 @@ def profile_inference(
                 model.get_image_features(inputs["pixel_values"])
 
         return run
-
-    router = find_router(models["mma"])
 
     def routing_pass() -> None:
         with torch.inference_mode():

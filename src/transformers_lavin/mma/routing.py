@@ -9,8 +9,9 @@ so dropping it changes nothing.
 
 The per-row weights travel as a keyword argument: transformers' decoders hand `**kwargs` to each decoder layer and on
 to `self_attn`, where the MMA wrapper picks them up, with every attention backend and inside gradient-checkpointed
-layers. The table depends only on the parameters: outside training it is computed once per parameter state and
-reused by every forward (prefill and decoding steps alike) until a parameter changes.
+layers. The table depends only on the parameters: outside training it is computed once per parameter state, with
+each adapter's up-projections mixed per modality, and reused by every forward (prefill and decoding steps alike)
+until a parameter changes.
 """
 
 from __future__ import annotations
@@ -35,17 +36,35 @@ class RouteOnFirstToken:
     def __init__(self):
         self.table: dict[str, torch.Tensor] = {}
 
-    def weights(self, layer, adapter_name: str, x: torch.Tensor) -> torch.Tensor:
+    def up_projections(self, layer, adapter_name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         weights = layer.route(adapter_name, x[:, 0])
         self.table[layer.routing_key] = weights
-        return weights
+        return layer.mixed_up_projection(adapter_name, weights)
 
 
 class RowRouting(dict):
-    """Every row takes the weights of its modality from the routing table: adapter key -> (batch, 2)."""
+    """
+    Every row takes the weights of its modality from the routing table: adapter key -> (batch, 2), gathered when
+    first read. `projections` holds what the weights give each row: adapter key -> (up (batch, hidden, width), bias
+    (batch, width)), the mixed up-projection of [`MMALayer.mixed_up_projection`] that the adapters apply.
+    """
 
-    def weights(self, layer, adapter_name: str, x: torch.Tensor) -> torch.Tensor:
-        return self[layer.routing_key]
+    def __init__(
+        self,
+        projections: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        table: dict[str, torch.Tensor],
+        modality_ids: torch.LongTensor,
+    ):
+        super().__init__()
+        self.projections = projections
+        self._table, self._modality_ids = table, modality_ids
+
+    def __missing__(self, key: str) -> torch.Tensor:
+        self[key] = self._table[key][self._modality_ids.to(self._table[key].device)]
+        return self[key]
+
+    def up_projections(self, layer, adapter_name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.projections[layer.routing_key]
 
 
 def run_routing_pass(decoder: nn.Module, modality_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -71,16 +90,51 @@ def run_routing_pass(decoder: nn.Module, modality_embeddings: torch.Tensor) -> d
     return routing.table
 
 
-def rows_from_table(table: dict[str, torch.Tensor], modality_ids: torch.LongTensor) -> dict[str, torch.Tensor]:
-    """Per-row routing weights: for each adapter, `table[key][modality_ids]`, shape (batch, 2)."""
-    # One gather for all adapters instead of one per adapter: this runs at every decoding step.
-    rows = torch.stack(list(table.values()))[:, modality_ids]
-    return dict(zip(table.keys(), rows.unbind(0), strict=True))
+class ModalityProjections:
+    """
+    For each modality, the mixed up-projections that the routing table gives every routed LLM adapter (see
+    [`MMALayer.mixed_up_projection`]), stacked so that two gathers per forward give every adapter its rows.
+    """
+
+    def __init__(self, table: dict[str, torch.Tensor], layers: list[nn.Module]):
+        mixes = {
+            layer.routing_key: layer.mixed_up_projection(layer._active_adapter_here(), table[layer.routing_key])
+            for layer in layers
+            if layer.routing_key in table
+        }
+        self.table = table
+        self.keys = list(mixes)
+        self.up = torch.stack([up for up, _ in mixes.values()])  # (adapters, modalities, hidden, width)
+        self.bias = torch.stack([bias for _, bias in mixes.values()])  # (adapters, modalities, width)
+
+    def rows(self, modality_ids: torch.LongTensor) -> RowRouting:
+        """The routing of a batch whose row r has modality `modality_ids[r]`."""
+        modality_ids = modality_ids.to(self.up.device)
+        ups = self.up.index_select(1, modality_ids).unbind(0)
+        biases = self.bias.index_select(1, modality_ids).unbind(0)
+        projections = dict(zip(self.keys, zip(ups, biases, strict=True), strict=True))
+        return RowRouting(projections, self.table, modality_ids)
 
 
-def _parameter_state(modules: list[nn.Module]) -> tuple:
-    """Identifies the values of every parameter: in-place updates bump `_version`, `.to()` changes storage/dtype."""
-    return tuple((p.data_ptr(), p._version, p.dtype, p.device) for module in modules for p in module.parameters())
+# Bumped whenever any module registers a parameter or a submodule: the lists of parameters that key the routing
+# cache are rebuilt only then, instead of walking the decoder at every forward. Registrations into a ModuleList are
+# left out: transformers' decoders slice `self.layers` into a new ModuleList at every forward.
+_structure_generation = 0
+
+
+def _parameter_registered(module: nn.Module, name: str, parameter: nn.Parameter | None) -> None:
+    global _structure_generation
+    _structure_generation += 1
+
+
+def _module_registered(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
+    global _structure_generation
+    if type(module) is not nn.ModuleList:
+        _structure_generation += 1
+
+
+torch.nn.modules.module.register_module_parameter_registration_hook(_parameter_registered)
+torch.nn.modules.module.register_module_module_registration_hook(_module_registered)
 
 
 class ModalityRouter:
@@ -105,7 +159,8 @@ class ModalityRouter:
         self.modality_embeddings = modality_embeddings
         self.modality_source = modality_source
         self.llm_layers = llm_layers
-        self._cached: tuple[tuple, dict[str, torch.Tensor]] | None = None
+        self._cached: tuple[tuple, dict[str, torch.Tensor], ModalityProjections] | None = None
+        self._watched: tuple[tuple, list[nn.Parameter]] | None = None
         self._handle = decoder.register_forward_pre_hook(self, with_kwargs=True)
         object.__setattr__(decoder, _ROUTER_ATTRIBUTE, self)  # a plain attribute: found by compute_routing_table
 
@@ -122,16 +177,44 @@ class ModalityRouter:
         Outside training (no gradient, no dropout) the table is reused until a parameter of the decoder or of the
         modality embedding changes (an optimizer step, loading weights, `set_adapter`, a dtype or device move).
         """
+        return self._routing()[0]
+
+    def rows(self, modality_ids: torch.LongTensor) -> RowRouting:
+        """The routing of a batch whose row r has modality `modality_ids[r]` (0 text-only, 1 with an image)."""
+        return self._routing()[1].rows(modality_ids)
+
+    def _routing(self) -> tuple[dict[str, torch.Tensor], ModalityProjections]:
+        """The routing table and the mixed up-projections it gives, computed once per parameter state."""
         if torch.is_grad_enabled() or self.decoder.training:
             self._cached = None
             table = run_routing_pass(self.decoder, self.modality_embeddings())
             if torch.is_grad_enabled():
                 self._check_gradients(table)
-            return table
-        state = (_active_adapters(self.llm_layers), _parameter_state([self.decoder, self.modality_source]))
+            return table, ModalityProjections(table, self.llm_layers)
+        state = self._parameter_state()
         if self._cached is None or self._cached[0] != state:
-            self._cached = (state, run_routing_pass(self.decoder, self.modality_embeddings()))
-        return self._cached[1]
+            table = run_routing_pass(self.decoder, self.modality_embeddings())
+            self._cached = (state, table, ModalityProjections(table, self.llm_layers))
+        return self._cached[1:]
+
+    def _parameter_state(self) -> tuple:
+        """
+        Identifies the values of every parameter the table depends on: in-place updates bump `_version`, a move or
+        cast gives new storage. The parameter list itself is rebuilt only when a module's structure changed.
+        """
+        structure = (_structure_generation, id(self.modality_source), len(self.llm_layers))
+        if self._watched is None or self._watched[0] != structure:
+            modules = [self.decoder, self.modality_source]
+            self._watched = (structure, [p for module in modules for p in module.parameters()])
+        parameters = self._watched[1]
+        first = parameters[0]
+        return (
+            _active_adapters(self.llm_layers),
+            first.dtype,
+            first.device,
+            tuple(p._version for p in parameters),
+            tuple(p.data_ptr() for p in parameters),
+        )
 
     def _check_gradients(self, table: dict[str, torch.Tensor]) -> None:
         trainable = any(p.requires_grad for layer in self.llm_layers for p in layer.parameters())
@@ -146,8 +229,7 @@ class ModalityRouter:
         if ROUTING_KWARG in kwargs:  # the routing pass itself, or routing given by the caller
             return None
         modality_ids = kwargs.pop(MODALITY_IDS_KWARG, None)
-        routed = [layer for layer in self.llm_layers if layer.routes_now()]
-        if not routed:
+        if not any(layer.routes_now() for layer in self.llm_layers):
             _check_merged_modality(self.llm_layers, modality_ids)
             return args, kwargs
         reference = kwargs.get("inputs_embeds")
@@ -155,9 +237,7 @@ class ModalityRouter:
             reference = kwargs.get("input_ids", args[0] if args else None)
         if modality_ids is None:
             modality_ids = torch.zeros(reference.shape[0], dtype=torch.long, device=reference.device)
-        table = self.table()
-        first = next(iter(table.values()))
-        kwargs[ROUTING_KWARG] = RowRouting(rows_from_table(table, modality_ids.to(first.device)))
+        kwargs[ROUTING_KWARG] = self.rows(modality_ids)
         return args, kwargs
 
 
