@@ -6,6 +6,7 @@ import pytest
 import torch
 from helpers import mma_model, randomize_adapters
 from peft import AutoPeftModel, AutoPeftModelForCausalLM, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, LlamaForCausalLM
 
 from transformers_lavin import MMAConfig
@@ -263,3 +264,27 @@ def test_the_routing_table_is_computed_once_per_parameter_state(monkeypatch, mix
     model(**mixed_batch)
     model(**mixed_batch)
     assert len(passes) == count + 2
+
+
+def test_the_routing_cache_follows_replaced_and_cast_parameters(mixed_batch):
+    model = mma_model(build_tiny_lavin(seed=0)[0], seed=1)
+    router = routing_module.find_router(model)
+
+    def uncached(**inputs):
+        router._cached = None  # the independent computation: a fresh routing pass
+        return logits(model, **inputs)
+
+    first = logits(model, **mixed_batch)
+    # A frozen weight replaced by a new Parameter (no in-place change, so no version bump on the old one).
+    attention = next(m for m in model.modules() if isinstance(m, MMALayer) and m.routing_key is not None)
+    projection = attention.get_base_layer().q_proj
+    projection.weight = nn.Parameter(projection.weight.detach() * 2.0, requires_grad=False)
+    changed = logits(model, **mixed_batch)
+    assert not torch.allclose(changed, first)
+    assert torch.equal(changed, uncached(**mixed_batch))
+
+    # A cast and back: each state gets its own table.
+    model.to(torch.float64)
+    assert torch.equal(logits(model, **mixed_batch), uncached(**mixed_batch))
+    model.to(torch.float32)
+    assert torch.equal(logits(model, **mixed_batch), uncached(**mixed_batch))
