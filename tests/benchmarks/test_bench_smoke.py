@@ -94,6 +94,19 @@ def test_generation_path_and_report():
     assert "## Generation" in markdown and "TTFT against prompt length" in markdown
 
 
+def test_cpu_clock_measures_and_refuses_settings_it_cannot_measure():
+    threads = torch.get_num_threads()
+    try:
+        generation = bench_generation.generation_speed(
+            shape="toy", repeats=1, warmup=0, kinds=("lavin", "mma"), threads=1, clock="cpu"
+        )
+    finally:
+        torch.set_num_threads(threads)  # the benchmark sets it for the process
+    assert _positive_finite(generation["ratios"]["mma_over_lavin"]["decode_tokens_per_second"]["median"])
+    with pytest.raises(ValueError, match="--threads 1"):
+        bench_generation.generation_speed(shape="toy", repeats=1, warmup=0, threads=2, clock="cpu")
+
+
 def test_child_process_runs_from_the_repository_root_and_reports_failures():
     assert run_in_child("os:getcwd") == str(REPO_ROOT)
     with pytest.raises(RuntimeError, match="failed"):
