@@ -44,27 +44,42 @@ class RouteOnFirstToken:
 
 class RowRouting(dict):
     """
-    Every row takes the weights of its modality from the routing table: adapter key -> (batch, 2), gathered when
-    first read. `projections` holds what the weights give each row: adapter key -> (up (batch, hidden, width), bias
-    (batch, width)), the mixed up-projection of [`MMALayer.mixed_up_projection`] that the adapters apply.
+    Every row takes the weights of its modality from the routing table: adapter key -> (batch, 2).
+
+    Each adapter asks for its rows' mixed up-projection `s (w0 U0 + w1 U1)` and bias inside its own call (where
+    sharded parameters are gathered; see [`MMALayer.mixed_up_projection`]). With `mixes`, a cache that outlives the
+    call (outside training), it is mixed once per modality of the `table` and each row gathers its own; without, it
+    is mixed per row at every call, so gradients and checkpointed recomputes see it. The weights are plain dict items
+    because FSDP rebuilds keyword arguments from their items alone (to hook the routers' outputs); a rebuilt copy
+    mixes per row.
     """
 
     def __init__(
         self,
-        projections: dict[str, tuple[torch.Tensor, torch.Tensor]],
-        table: dict[str, torch.Tensor],
-        modality_ids: torch.LongTensor,
+        weights=(),
+        table: dict[str, torch.Tensor] | None = None,
+        mixes: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        modality_ids: torch.LongTensor | None = None,
     ):
-        super().__init__()
-        self.projections = projections
-        self._table, self._modality_ids = table, modality_ids
-
-    def __missing__(self, key: str) -> torch.Tensor:
-        self[key] = self._table[key][self._modality_ids.to(self._table[key].device)]
-        return self[key]
+        super().__init__(weights)
+        self._table, self._mixes, self._modality_ids = table, mixes, modality_ids
 
     def up_projections(self, layer, adapter_name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.projections[layer.routing_key]
+        key = layer.routing_key
+        if self._mixes is None:
+            return layer.mixed_up_projection(adapter_name, self[key])
+        if key not in self._mixes:
+            self._mixes[key] = layer.mixed_up_projection(adapter_name, self._table[key])
+        up, bias = self._mixes[key]
+        rows = self._modality_ids.to(up.device)
+        return up.index_select(0, rows), bias.index_select(0, rows)
+
+
+def rows_from_table(table: dict[str, torch.Tensor], modality_ids: torch.LongTensor) -> dict[str, torch.Tensor]:
+    """Per-row routing weights: for each adapter, `table[key][modality_ids]`, shape (batch, 2)."""
+    # One gather for all adapters instead of one per adapter: this runs at every decoding step.
+    rows = torch.stack(list(table.values()))[:, modality_ids.to(next(iter(table.values())).device)]
+    return dict(zip(table.keys(), rows.unbind(0), strict=True))
 
 
 def run_routing_pass(decoder: nn.Module, modality_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -88,32 +103,6 @@ def run_routing_pass(decoder: nn.Module, modality_embeddings: torch.Tensor) -> d
         **{ROUTING_KWARG: routing},
     )
     return routing.table
-
-
-class ModalityProjections:
-    """
-    For each modality, the mixed up-projections that the routing table gives every routed LLM adapter (see
-    [`MMALayer.mixed_up_projection`]), stacked so that two gathers per forward give every adapter its rows.
-    """
-
-    def __init__(self, table: dict[str, torch.Tensor], layers: list[nn.Module]):
-        mixes = {
-            layer.routing_key: layer.mixed_up_projection(layer._active_adapter_here(), table[layer.routing_key])
-            for layer in layers
-            if layer.routing_key in table
-        }
-        self.table = table
-        self.keys = list(mixes)
-        self.up = torch.stack([up for up, _ in mixes.values()])  # (adapters, modalities, hidden, width)
-        self.bias = torch.stack([bias for _, bias in mixes.values()])  # (adapters, modalities, width)
-
-    def rows(self, modality_ids: torch.LongTensor) -> RowRouting:
-        """The routing of a batch whose row r has modality `modality_ids[r]`."""
-        modality_ids = modality_ids.to(self.up.device)
-        ups = self.up.index_select(1, modality_ids).unbind(0)
-        biases = self.bias.index_select(1, modality_ids).unbind(0)
-        projections = dict(zip(self.keys, zip(ups, biases, strict=True), strict=True))
-        return RowRouting(projections, self.table, modality_ids)
 
 
 # Bumped whenever any module registers a parameter or a submodule: the lists of parameters that key the routing
@@ -159,7 +148,8 @@ class ModalityRouter:
         self.modality_embeddings = modality_embeddings
         self.modality_source = modality_source
         self.llm_layers = llm_layers
-        self._cached: tuple[tuple, dict[str, torch.Tensor], ModalityProjections] | None = None
+        # (parameter state, routing table, up-projections mixed per modality, filled by each adapter on first use)
+        self._cached: tuple[tuple, dict[str, torch.Tensor], dict] | None = None
         self._watched: tuple[tuple, list[nn.Parameter]] | None = None
         self._handle = decoder.register_forward_pre_hook(self, with_kwargs=True)
         object.__setattr__(decoder, _ROUTER_ATTRIBUTE, self)  # a plain attribute: found by compute_routing_table
@@ -181,20 +171,23 @@ class ModalityRouter:
 
     def rows(self, modality_ids: torch.LongTensor) -> RowRouting:
         """The routing of a batch whose row r has modality `modality_ids[r]` (0 text-only, 1 with an image)."""
-        return self._routing()[1].rows(modality_ids)
+        table, mixes = self._routing()
+        return RowRouting(rows_from_table(table, modality_ids), table, mixes, modality_ids)
 
-    def _routing(self) -> tuple[dict[str, torch.Tensor], ModalityProjections]:
-        """The routing table and the mixed up-projections it gives, computed once per parameter state."""
+    def _routing(self) -> tuple[dict[str, torch.Tensor], dict | None]:
+        """
+        The routing table, and the cache of its mixed up-projections (`None` when it must not outlive the call),
+        computed once per parameter state outside training.
+        """
         if torch.is_grad_enabled() or self.decoder.training:
             self._cached = None
             table = run_routing_pass(self.decoder, self.modality_embeddings())
             if torch.is_grad_enabled():
                 self._check_gradients(table)
-            return table, ModalityProjections(table, self.llm_layers)
+            return table, None
         state = self._parameter_state()
         if self._cached is None or self._cached[0] != state:
-            table = run_routing_pass(self.decoder, self.modality_embeddings())
-            self._cached = (state, table, ModalityProjections(table, self.llm_layers))
+            self._cached = (state, run_routing_pass(self.decoder, self.modality_embeddings()), {})
         return self._cached[1:]
 
     def _parameter_state(self) -> tuple:
