@@ -163,6 +163,7 @@ class LavinProcessor(ProcessorMixin):
             if any(isinstance(item, (list, tuple)) for item in images):
                 raise ValueError("Mixed nested and flat image lists; give one list per prompt, e.g. [[img], []].")
             if sum(placeholders):
+                images = [image for image in images if image is not None]  # `None` marks a text-only prompt
                 if len(images) != sum(placeholders):
                     raise ValueError(
                         f"Got {len(images)} images for {sum(placeholders)} {self.image_token} placeholders in the "

@@ -80,6 +80,10 @@ def test_processor_layout_of_two_placeholders(tiny):
     # A flat list fills the placeholders in order, as LLaVA's processor does.
     flat = processor(images=[a, b], text=[TEXT], return_tensors="pt")
     assert all(torch.equal(flat[key], out[key]) for key in out)
+    texts = ["x", TEXT, "<image> y", "z"]
+    nested = processor(images=[[], [a, b], [a], []], text=texts, padding=True, return_tensors="pt")
+    flat = processor(images=[None, a, b, a, None], text=texts, padding=True, return_tensors="pt")
+    assert all(torch.equal(flat[key], nested[key]) for key in nested)
 
 
 def test_two_images_equal_the_language_model_on_hand_placed_visual_tokens(model_and_processor):
