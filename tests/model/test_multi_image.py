@@ -310,3 +310,16 @@ def test_chat_template_with_one_image_keeps_the_slot_after_bos(tiny):
         {"role": "user", "content": [{"type": "text", "text": "And this?"}, {"type": "image"}]},
     ]
     assert "<image>" not in processor.apply_chat_template(messages, tokenize=False)
+
+
+def test_pipeline_chat_with_two_images_generates_what_generate_gives(tiny):
+    from transformers import pipeline
+
+    model, processor = tiny
+    a, b = random_image(0), random_image(1)
+    content = [{"type": "image", "image": a}, {"type": "text", "text": "versus"}, {"type": "image", "image": b}]
+    pipe = pipeline("image-text-to-text", model=model, processor=processor)
+    result = pipe(text=[{"role": "user", "content": content}], max_new_tokens=4, do_sample=False)
+    inputs = processor(images=[[a, b]], text=["<s>Instruction: <image>versus<image>\nResponse:"], return_tensors="pt")
+    generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)[0, inputs["input_ids"].shape[1] :]
+    assert result[0]["generated_text"][-1]["content"] == processor.decode(generated, skip_special_tokens=True)
