@@ -4,7 +4,7 @@ The classes derive from transformers' LLaVA (`LlavaModel`, `LlavaForConditionalG
 know; they inherit its outputs, cache handling, embedding accessors and generation support. What is LaVIN's own:
 - one visual token per entry of `config.vision_feature_layers`: the [CLS] token of that CLIP hidden state,
 - a 2-layer SiLU projector with a 128-wide bottleneck,
-- `modality_embedding`, the embedding of LaVIN's modality token (index 1 for a row with an image, 0 for text only).
+- `modality_embedding`, the embedding of LaVIN's modality token (index 1 for a row with any image, 0 for text only).
   The token is never attended by the sequence; it only drives the routers of the MMA adapters (see
   `transformers_lavin.mma`), which is why it is not placed in the sequence here but passed as `modality_ids`,
 - an image placeholder id that may lie outside the LLM's vocabulary (no embedding resize is needed).
@@ -151,7 +151,7 @@ class LavinModel(LavinPreTrainedModel, LlavaModel):
         return (inputs_embeds == image_embedding).all(-1)
 
     def get_modality_ids(self, input_ids: torch.LongTensor) -> torch.LongTensor:
-        """1 for each row that holds image tokens, else 0: the index into `modality_embedding`."""
+        """1 for each row that holds image tokens (one image or several), else 0: the index into `modality_embedding`."""
         return (input_ids == self.config.image_token_id).any(dim=-1).long()
 
     def _image_token_in_vocabulary(self) -> bool:
@@ -167,18 +167,19 @@ class LavinModel(LavinPreTrainedModel, LlavaModel):
         per_row = image_mask.sum(dim=-1)
         expected = self.config.num_image_tokens
         torch_compilable_check(
-            (per_row > 0).sum() == num_images,
+            (per_row % expected == 0).all(),
             lambda: (
-                f"Got {num_images} image(s) in pixel_values but {int((per_row > 0).sum())} row(s) with image tokens (id "
-                f"{self.config.image_token_id}). Give exactly one image per row that has image tokens, in row order; "
-                "LavinProcessor builds matching inputs."
+                f"Rows hold {per_row.tolist()} image tokens; each image in a row takes exactly {expected} (one per "
+                "vision feature layer). LavinProcessor builds matching inputs."
             ),
         )
         torch_compilable_check(
-            ((per_row == 0) | (per_row == expected)).all(),
+            per_row.sum() == num_images * expected,
             lambda: (
-                f"Rows hold {per_row.tolist()} image tokens; a row with an image must hold exactly {expected} (one "
-                "per vision feature layer). LaVIN takes at most one image per sample."
+                f"Got {num_images} image(s) in pixel_values but {int((per_row > 0).sum())} row(s) with image tokens "
+                f"(id {self.config.image_token_id}), holding {(per_row // expected).tolist()} image(s) per row. Give "
+                f"one image per block of {expected} image tokens, in row order (within a row, in order); "
+                "LavinProcessor builds matching inputs."
             ),
         )
 
@@ -198,7 +199,7 @@ class LavinModel(LavinPreTrainedModel, LlavaModel):
     ) -> tuple | LavinModelOutputWithPast:
         r"""
         modality_ids (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
-            1 for rows with an image, 0 for text-only rows. Derived from the image tokens when not given; give it
+            1 for rows with any image, 0 for text-only rows. Derived from the image tokens when not given; give it
             with `inputs_embeds` whose visual tokens are already in place.
         mm_encoder_outputs (`dict[str, BaseModelOutputWithPooling]`, *optional*):
             Pre-computed `{"image": model.get_image_features(pixel_values)}`, as `generate` passes them.

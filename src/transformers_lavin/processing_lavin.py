@@ -15,17 +15,25 @@ from .image_loading import load_image
 # LaVIN's instruction dialogue format, as in the reference's instruction data and chatbot demo: an optional system
 # text on its own line, then `Instruction: {user}\nResponse:{answer}` per turn, the answer directly after the colon
 # (the reference strips the space before concatenating) and closed by EOS, turns joined by a newline. The generation
-# prompt ends with the `Response:` cue. Image parts render nothing: LaVIN has one image slot, right after BOS, which
-# the processor fills itself, whichever turn the image came with (the reference's chatbot demo does the same).
-# `{% generation %}` marks the answers, so TRL's assistant-only loss trains on them alone.
+# prompt ends with the `Response:` cue. Image parts: a conversation with one image renders none, so the processor puts
+# that image in LaVIN's slot right after BOS, whichever turn it came with (as the reference's chatbot demo does); a
+# conversation with several renders the image placeholder (`image_token`, passed in by the processor) where each image
+# part stands, and the processor puts each image there. `{% generation %}` marks the answers, so TRL's
+# assistant-only loss trains on them alone.
 DEFAULT_CHAT_TEMPLATE = (
     "{{- bos_token -}}"
-    "{%- set state = namespace(answered=false) -%}"
+    "{%- set state = namespace(answered=false, images=0) -%}"
+    "{%- for message in messages if message['content'] is not string -%}"
+    "{%- set state.images = state.images + message['content'] | selectattr('type', 'equalto', 'image') | list | length -%}"
+    "{%- endfor -%}"
     "{%- for message in messages -%}"
     "{%- if message['content'] is string -%}{%- set text = message['content'] -%}"
     "{%- else -%}{%- set text = namespace(value='') -%}"
     "{%- for part in message['content'] -%}{%- if part['type'] == 'text' -%}"
-    "{%- set text.value = text.value + part['text'] -%}{%- endif -%}{%- endfor -%}"
+    "{%- set text.value = text.value + part['text'] -%}"
+    "{%- elif part['type'] == 'image' and state.images > 1 -%}"
+    "{%- set text.value = text.value + (image_token if image_token is defined else '<image>') -%}"
+    "{%- endif -%}{%- endfor -%}"
     "{%- set text = text.value -%}{%- endif -%}"
     "{%- if message['role'] == 'system' -%}{{- text + '\n' -}}"
     "{%- elif message['role'] == 'user' -%}"
@@ -41,8 +49,9 @@ DEFAULT_CHAT_TEMPLATE = (
 )
 
 
-# Marks the next character as literal text. `escape_special_tokens` writes it before every EOS string typed by a user
-# (and doubles a typed marker), so the processor can tell those from the EOS that ends an assistant turn.
+# Marks the next character as literal text. `escape_special_tokens` writes it before every EOS string and image
+# placeholder typed by a user (and doubles a typed marker), so the processor can tell those from the EOS that ends an
+# assistant turn and the placeholders the chat template writes.
 ESCAPE = "\ue000"
 
 
@@ -59,19 +68,26 @@ def lavin_image_processor(image_size: int = 224) -> CLIPImageProcessorPil:
 
 class LavinProcessor(ProcessorMixin):
     r"""
-    Builds LaVIN inputs. For a sample with an image the tokens are BOS, `"Image: "`, `num_image_tokens` image
-    placeholders, then the text; for a text-only sample BOS, `"Image: N/A"`, then the text, as in the reference.
-    The prefix is written when the text starts with the BOS token (as chat-template output does) or when
+    Builds LaVIN inputs. Each image becomes `"Image: "` followed by `num_image_tokens` image tokens (the model puts
+    that image's visual tokens there). Where the images go, per sample:
+    - no image: BOS, `"Image: N/A"`, then the text, as in the reference;
+    - images and as many `image_token` placeholders (`"<image>"`) in the text: BOS, then the text with each
+      placeholder replaced by the next image's `"Image: "` + image tokens, as LLaVA's processor does;
+    - one image and no placeholder: BOS, `"Image: "`, the image tokens, then the text: LaVIN's one image slot, as in
+      the reference (the same tokens as a placeholder at the very start of the text).
+    Any other count (placeholders without images, several images without placeholders, ...) is a clear error. The
+    prefix is written when the text starts with the BOS token (as chat-template output does) or when
     `add_special_tokens=True` (the default); other text, such as a completion that TRL tokenizes on its own, is
     tokenized as it is.
 
-    Special tokens in text (the rule, see docs/security.md): text never turns into the image token, padding, unknown
-    or any added special token; those strings are tokenized as the characters they are (`split_special_tokens=True`),
-    since the processor writes BOS and the image tokens itself. The one structural token read from text is the EOS
-    string, which the chat template writes after each assistant turn. Text typed by users reaches the processor
-    through [`~LavinProcessor.apply_chat_template`], which escapes their EOS strings
-    ([`~LavinProcessor.escape_special_tokens`]), so a typed `</s>` stays text; call that method yourself on user
-    text you put into a prompt by hand.
+    Special tokens in text (the rule, see docs/security.md): text never turns into padding, unknown or any added
+    special token other than the image placeholder; those strings are tokenized as the characters they are
+    (`split_special_tokens=True`), since the processor writes BOS and the image tokens itself. The structural tokens
+    read from text are the EOS string, which the chat template writes after each assistant turn, and the image
+    placeholder, which it writes for conversations with several images. Text typed by users reaches the processor
+    through [`~LavinProcessor.apply_chat_template`], which escapes both in their text
+    ([`~LavinProcessor.escape_special_tokens`]), so a typed `</s>` or `<image>` stays text; call that method yourself
+    on user text you put into a prompt by hand.
 
     Args:
         image_processor ([`BaseImageProcessor`]):
@@ -81,10 +97,10 @@ class LavinProcessor(ProcessorMixin):
         chat_template (`str`, *optional*):
             A Jinja chat template. Defaults to LaVIN's instruction dialogue format ([`DEFAULT_CHAT_TEMPLATE`]):
             `Instruction: {user}\nResponse:{answer}</s>` per turn, a system message on the first line, and the
-            `Response:` cue as the generation prompt. The image goes into LaVIN's one image slot after BOS, whichever
-            turn it is attached to.
+            `Response:` cue as the generation prompt. A conversation's one image goes into LaVIN's image slot after
+            BOS, whichever turn it is attached to; with several images, each goes where its image part stands.
         image_token (`str`, *optional*, defaults to `"<image>"`):
-            The placeholder token for visual tokens.
+            The placeholder token for visual tokens, and the string that marks where an image goes in the text.
         num_image_tokens (`int`, *optional*, defaults to 6):
             Visual tokens per image; must equal the model's `len(vision_feature_layers)`.
         image_prefix (`str`, *optional*, defaults to `"Image: "`):
@@ -126,8 +142,12 @@ class LavinProcessor(ProcessorMixin):
         super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
 
     # ----------------------------------------------------------------------------------------------------- images
-    def _images_per_sample(self, images, batch_size: int) -> list[list]:
-        """Normalise `images` to one list per sample (empty for text-only samples)."""
+    def _images_per_sample(self, images, placeholders: list[int]) -> list[list]:
+        """
+        Normalise `images` to one list per sample (empty for text-only samples). A flat list fills the placeholders
+        of all prompts in order when the prompts have any (as LLaVA's processor does), else gives one image per prompt.
+        """
+        batch_size = len(placeholders)
         if images is None:
             return [[] for _ in range(batch_size)]
         if not isinstance(images, (list, tuple)):
@@ -142,42 +162,71 @@ class LavinProcessor(ProcessorMixin):
         else:
             if any(isinstance(item, (list, tuple)) for item in images):
                 raise ValueError("Mixed nested and flat image lists; give one list per prompt, e.g. [[img], []].")
-            if len(images) != batch_size:
-                raise ValueError(
-                    f"Got {len(images)} images for {batch_size} prompts. A flat list needs one image per prompt; "
-                    "to mix image and text-only prompts give one list per prompt, e.g. [[img], []]."
-                )
-            per_sample = [[image] for image in images]
-        for index, sample_images in enumerate(per_sample):
+            if sum(placeholders):
+                images = [image for image in images if image is not None]  # `None` marks a text-only prompt
+                if len(images) != sum(placeholders):
+                    raise ValueError(
+                        f"Got {len(images)} images for {sum(placeholders)} {self.image_token} placeholders in the "
+                        f"prompts. A flat list fills the placeholders in order; give one image per placeholder, or "
+                        "one list per prompt, e.g. [[img1, img2], []]."
+                    )
+                starts = [sum(placeholders[:index]) for index in range(batch_size)]
+                per_sample = [
+                    list(images[start : start + count]) for start, count in zip(starts, placeholders, strict=True)
+                ]
+            else:
+                if len(images) != batch_size:
+                    raise ValueError(
+                        f"Got {len(images)} images for {batch_size} prompts. A flat list needs one image per prompt "
+                        f"(or one per {self.image_token} placeholder in the prompts); to give a prompt several "
+                        "images or none, give one list per prompt, e.g. [[img1, img2], []]."
+                    )
+                per_sample = [[image] for image in images]
+        for sample_images in per_sample:
             sample_images[:] = [image for image in sample_images if image is not None]
-            if len(sample_images) > 1:
-                raise ValueError(
-                    f"Prompt {index} has {len(sample_images)} images; LaVIN takes at most one image per sample."
-                )
         return per_sample
 
     # ------------------------------------------------------------------------------------------------------- text
     def escape_special_tokens(self, text: str) -> str:
         """
-        Escape user text so that no part of it is read as a special token: each EOS string (and each escape marker,
-        U+E000) gets a U+E000 marker in front, which the processor removes when it tokenizes. All other special
-        tokens are never read from text, so they need no escape.
+        Escape user text so that no part of it is read as a special token: each EOS string, image placeholder (and
+        each escape marker, U+E000) gets a U+E000 marker in front, which the processor removes when it tokenizes. All
+        other special tokens are never read from text, so they need no escape.
         """
         text = text.replace(ESCAPE, ESCAPE + ESCAPE)
-        eos = self.tokenizer.eos_token
-        return text.replace(eos, ESCAPE + eos) if eos else text
+        for token in (self.tokenizer.eos_token, self.image_token):
+            if token:
+                text = text.replace(token, ESCAPE + token)
+        return text
 
     def apply_chat_template(self, conversation, chat_template: str | None = None, **kwargs):
-        """Render (and optionally tokenize) messages as transformers does, with the text of every message escaped."""
+        """
+        Render (and optionally tokenize) messages as transformers does, with the text of every message escaped. The
+        template gets the image placeholder as `image_token`.
+        """
+        if "image_token" in str(chat_template or self.chat_template):
+            kwargs.setdefault("image_token", self.image_token)
         return super().apply_chat_template(
             _map_texts(conversation, self.escape_special_tokens), chat_template, **kwargs
         )
 
-    def _tokenize_text(self, text: str, with_offsets: bool) -> tuple[list[int], list[tuple[int, int]] | None]:
-        """Tokenize without reading special tokens, except unescaped EOS strings; offsets index `text` itself."""
-        tokenizer, eos = self.tokenizer, self.tokenizer.eos_token
+    def _image_ids(self) -> list[int]:
+        """The tokens of one image: `image_prefix`, then `num_image_tokens` image tokens."""
+        prefix_ids = self.tokenizer.encode(self.image_prefix, add_special_tokens=False)
+        return prefix_ids + [self.image_token_id] * self.num_image_tokens
+
+    def _tokenize_text(
+        self, text: str, with_offsets: bool, shift: int = 0
+    ) -> tuple[list[int], list[tuple[int, int]] | None, int]:
+        """
+        Tokenize without reading special tokens, except unescaped EOS strings and image placeholders (each becomes
+        [`_image_ids`]); offsets index `text` itself, plus `shift` (none for an image). Also returns the number of
+        placeholders.
+        """
+        tokenizer, eos, image = self.tokenizer, self.tokenizer.eos_token, self.image_token
         ids: list[int] = []
         offsets: list[tuple[int, int]] = []
+        placeholders = 0
         run, positions = [], []  # a stretch of literal text, and where each of its characters is in `text`
 
         def flush() -> None:
@@ -199,49 +248,63 @@ class LavinProcessor(ProcessorMixin):
         while index < len(text):
             if text[index] == ESCAPE and index + 1 < len(text):
                 run.append(text[index + 1])
-                positions.append(index + 1)
+                positions.append(shift + index + 1)
                 index += 2
             elif eos and text.startswith(eos, index):
                 flush()
                 ids.append(tokenizer.eos_token_id)
-                offsets.append((index, index + len(eos)))
+                offsets.append((shift + index, shift + index + len(eos)))
                 index += len(eos)
+            elif text.startswith(image, index):
+                flush()
+                image_ids = self._image_ids()
+                ids.extend(image_ids)
+                offsets.extend([(0, 0)] * len(image_ids))  # inputs, never part of an answer
+                placeholders += 1
+                index += len(image)
             else:
                 run.append(text[index])
-                positions.append(index)
+                positions.append(shift + index)
                 index += 1
         flush()
-        return ids, offsets if with_offsets else None
+        return ids, offsets if with_offsets else None, placeholders
 
-    def _encode_sample(self, text: str, has_image: bool, add_prefix: bool, with_offsets: bool):
-        tokenizer = self.tokenizer
-        bos = tokenizer.bos_token
-        offset_shift = 0
+    def _strip_bos(self, text: str, add_prefix: bool) -> tuple[str, int, bool]:
+        """`text` without a leading BOS, the characters removed, and whether the sample gets LaVIN's prefix."""
+        bos = self.tokenizer.bos_token
         if text.startswith(bos):
-            text, offset_shift, add_prefix = text[len(bos) :], len(bos), True
+            return text[len(bos) :], len(bos), True
+        return text, 0, add_prefix
+
+    def _encode_sample(self, index: int, text: str, tokenized: tuple, num_images: int, add_prefix: bool):
+        tokenizer = self.tokenizer
+        text_ids, text_offsets, placeholders = tokenized
+        if placeholders != num_images and not (placeholders == 0 and num_images == 1):
+            raise ValueError(
+                f"Prompt {index} has {placeholders} {self.image_token} placeholder(s) but {num_images} image(s). Write "
+                f"one {self.image_token} where each of its images goes (one image may also go without it, into "
+                "LaVIN's image slot after BOS); for text that should stay literal, escape it with "
+                "processor.escape_special_tokens."
+            )
         if not add_prefix:
-            if has_image:
+            if num_images:
                 raise ValueError(
                     "An image was given for a text that gets no LaVIN prefix (no BOS and add_special_tokens=False). "
                     "Start the text with the BOS token or pass add_special_tokens=True."
                 )
             prefix_ids: list[int] = []
         else:
-            if not text.strip() and not has_image:
+            if not text.strip() and not num_images:
                 raise ValueError("Empty prompt: give some text (or an image) to condition on.")
-            if has_image:
-                prefix_text_ids = tokenizer.encode(self.image_prefix, add_special_tokens=False)
-                prefix_ids = [tokenizer.bos_token_id, *prefix_text_ids] + [self.image_token_id] * self.num_image_tokens
+            if placeholders:  # the images are in the text
+                prefix_ids = [tokenizer.bos_token_id]
+            elif num_images:  # LaVIN's image slot right after BOS
+                prefix_ids = [tokenizer.bos_token_id, *self._image_ids()]
             else:
                 prefix_text = self.image_prefix + self.no_image_text
                 prefix_ids = [tokenizer.bos_token_id, *tokenizer.encode(prefix_text, add_special_tokens=False)]
-        text_ids, text_offsets = self._tokenize_text(text, with_offsets)
         ids = prefix_ids + text_ids
-        offsets = None
-        if with_offsets:
-            offsets = [(0, 0)] * len(prefix_ids) + [
-                (start + offset_shift, end + offset_shift) for start, end in text_offsets
-            ]
+        offsets = None if text_offsets is None else [(0, 0)] * len(prefix_ids) + text_offsets
         return ids, offsets
 
     def __call__(
@@ -261,14 +324,16 @@ class LavinProcessor(ProcessorMixin):
     ) -> BatchFeature:
         """
         Tokenize `text` and process `images` into `input_ids`, `attention_mask` and, when any image is given,
-        `pixel_values` (one entry per image, in row order).
+        `pixel_values` (one entry per image, in row order, and within a row in placeholder order).
 
         Args:
-            images: `None`, one image, a flat list with one image per prompt, or one list per prompt (possibly
-                empty), as TRL's collator sends them. Images may be PIL images, uint8 numpy arrays or file paths;
-                every mode is converted to RGB (see `to_rgb`).
-            text: one prompt or a list of prompts.
-            truncation / max_length: cut sequences to `max_length` tokens from the right; never inside the image.
+            images: `None`, one image, one list per prompt (possibly empty, e.g. `[[img1, img2], []]`, as TRL's
+                collator sends them), or a flat list: it fills the `<image>` placeholders of all prompts in order
+                when they have any, else gives one image per prompt. Images may be PIL images, uint8 numpy arrays or
+                file paths; every mode is converted to RGB (see `to_rgb`).
+            text: one prompt or a list of prompts. Each `<image>` (the processor's `image_token`) marks where the
+                prompt's next image goes; a prompt with one image may leave it out (LaVIN's slot after BOS).
+            truncation / max_length: cut sequences to `max_length` tokens from the right; never inside an image.
         """
         if text is None:
             raise ValueError("LavinProcessor needs text (a prompt per sample); images alone are not enough.")
@@ -276,13 +341,17 @@ class LavinProcessor(ProcessorMixin):
         texts = [text] if isinstance(text, str) else list(text)
         if not all(isinstance(t, str) for t in texts):
             raise TypeError("text must be a string or a list of strings.")
-        per_sample = self._images_per_sample(images, len(texts))
+        stripped = [self._strip_bos(sample_text, add_special_tokens) for sample_text in texts]
+        tokenized = [
+            self._tokenize_text(sample_text, return_offsets_mapping, shift) for sample_text, shift, _ in stripped
+        ]
+        per_sample = self._images_per_sample(images, [placeholders for _, _, placeholders in tokenized])
 
         all_ids, all_offsets = [], []
-        for index, (sample_text, sample_images) in enumerate(zip(texts, per_sample, strict=True)):
-            ids, offsets = self._encode_sample(
-                sample_text, bool(sample_images), add_special_tokens, with_offsets=return_offsets_mapping
-            )
+        for index, ((sample_text, _, add_prefix), sample_tokens, sample_images) in enumerate(
+            zip(stripped, tokenized, per_sample, strict=True)
+        ):
+            ids, offsets = self._encode_sample(index, sample_text, sample_tokens, len(sample_images), add_prefix)
             limit = max_length if truncation and max_length is not None else self._model_max_length()
             if limit is not None and len(ids) > limit:
                 if not truncation:

@@ -45,19 +45,26 @@ def test_typed_special_strings_in_a_chat_stay_text(tiny):
     assert tokenizer.decode(body, skip_special_tokens=False).count("</s>") == 4
 
 
-def test_direct_text_never_reads_image_or_added_special_tokens(tiny):
+def test_direct_text_reads_image_placeholders_only_unescaped_and_never_added_special_tokens(tiny):
     _, processor = tiny
-    out = processor(text=["<image><image> <pad> <unk> <s>"])
+    # `<image>` in prompt-format text marks an image, so placeholders without images are refused...
+    with pytest.raises(ValueError, match="2 <image> placeholder\\(s\\) but 0 image\\(s\\)"):
+        processor(text=["<image><image> <pad> <unk> <s>"])
+    # ...and escaped they are the characters they are.
+    text = processor.escape_special_tokens("<image><image>") + " <pad> <unk> <s>"
+    out = processor(text=[text])
     ids = out["input_ids"][0]
+    assert ids == processor(text=["x"])["input_ids"][0][:-1] + _chars(processor, "<image><image> <pad> <unk> <s>")
     assert processor.image_token_id not in ids
     assert processor.tokenizer.pad_token_id not in ids and processor.tokenizer.unk_token_id not in ids
     assert ids.count(processor.tokenizer.bos_token_id) == 1
 
 
-def test_escape_marks_only_eos_and_the_marker(tiny):
+def test_escape_marks_only_eos_the_image_placeholder_and_the_marker(tiny):
     _, processor = tiny
     assert processor.escape_special_tokens("a</s>b" + ESCAPE) == f"a{ESCAPE}</s>b{ESCAPE}{ESCAPE}"
-    assert processor.escape_special_tokens("<image>") == "<image>"
+    assert processor.escape_special_tokens("<image>") == ESCAPE + "<image>"
+    assert processor.escape_special_tokens("<s><pad><unk>") == "<s><pad><unk>"
 
 
 def test_offsets_index_the_rendered_text(tiny):

@@ -141,7 +141,7 @@ def test_decode_and_post_process(tiny):
     "images, message",
     [
         ([random_image(0), random_image(1)], "2 images for 1 prompts"),
-        ([[random_image(0), random_image(1)]], "at most one image"),
+        ([[random_image(0), random_image(1)]], "0 <image> placeholder\\(s\\) but 2 image\\(s\\)"),
         ([[random_image(0)], []], "image lists for 2 samples but 1 prompts"),
     ],
 )

@@ -135,16 +135,17 @@ def test_scienceqa_official_layout_synthetic(tmp_path):
     _trained(_train(tmp_path, "--synthetic", "--synthetic_num_train", "8", "--synthetic_num_eval", "4"))
 
 
-def test_multi_image_rows_are_reported_before_anything_is_written_and_can_be_dropped(tmp_path, caplog, capsys):
+def test_rows_with_two_images_train_and_a_limit_reports_or_drops_them(tmp_path, caplog, capsys):
     rows = _chat_rows(tmp_path)
     rows[1]["images"] = [rows[1]["images"][0], rows[0]["images"][0]]
     rows[3]["images"] = rows[1]["images"]
     data = _write_jsonl(tmp_path / "multi.jsonl", rows)
-    error = _refused(tmp_path, capsys, "--dataset_name", data)
+    error = _refused(tmp_path, capsys, "--dataset_name", data, "--max_images_per_sample", "1")
     assert re.search(r"2 of 4 training rows have more than 1 image \(rows 1, 3\).*--drop_unsupp", error)
     assert not (tmp_path / "out").exists()
-    out = _train(tmp_path, "--dataset_name", data, "--drop_unsupported_rows", "true")
-    _trained(out)
+    _trained(_train(tmp_path, "--dataset_name", data))  # no limit by default
+    args = ["--max_images_per_sample", "1", "--drop_unsupported_rows", "true", "--overwrite", "true"]
+    _trained(_train(tmp_path, "--dataset_name", data, *args))
     assert "Dropping them" in caplog.text
 
 

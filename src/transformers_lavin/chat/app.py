@@ -154,7 +154,7 @@ def build_demo(
             note = ""
             if new_image is not None:
                 if chat.image is not None:
-                    note = "This image replaces the earlier one (LaVIN reads one image per conversation). "
+                    note = "This image replaces the earlier one (this app keeps one image per conversation). "
                 chat.image, chat.image_path = new_image, files[-1]
                 # Named, not shown: Gradio gives images in the chat a "share" button that uploads them to the Hub.
                 chat.display.append({"role": "user", "content": f"*(image: {Path(files[-1]).name})*"})

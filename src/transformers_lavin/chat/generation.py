@@ -1,4 +1,4 @@
-"""Turning a chat (text turns plus at most one image) into a streamed LaVIN answer."""
+"""Turning a chat (text turns plus at most one image, the app's choice) into a streamed LaVIN answer."""
 
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ def build_messages(history: Sequence[dict[str, str]], message: str, has_image: b
     """
     Build chat-template messages from plain text turns.
 
-    LaVIN reads at most one image per conversation and its processor puts it at the start of the sequence, so the
-    image is attached to the first user turn, whichever turn it was uploaded in.
+    The app keeps at most one image per conversation, and the processor puts a conversation's one image at the start
+    of the sequence, so the image is attached to the first user turn, whichever turn it was uploaded in.
 
     Args:
         history (`Sequence[dict[str, str]]`):
@@ -123,7 +123,7 @@ def chat_stream(
         history (`Sequence[dict[str, str]]`, *optional*):
             Earlier turns, each `{"role": "user" | "assistant", "content": str}`.
         image (`PIL.Image.Image`, *optional*):
-            The conversation's image (LaVIN reads one image per conversation).
+            The conversation's image (the app keeps one per conversation).
         max_new_tokens (`int`, *optional*, defaults to 128):
             Most tokens to generate.
         temperature (`float`, *optional*, defaults to 0.0):

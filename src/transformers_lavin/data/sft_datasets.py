@@ -7,8 +7,9 @@ TRL's `SFTTrainer` takes, with an `images` column (a list per row, empty for a t
 ScienceQA as it is on the Hub (the `derek-thomas/ScienceQA` schema: `image`, `question`, `choices`, `answer` as an
 index, `hint`, `lecture`, `solution`, ...) is turned into LaVIN's reference prompt and answer strings.
 
-LaVIN takes at most one image per row. [`check_images_per_row`] finds the rows with more before training starts, and
-either refuses them (with a count) or drops them.
+A row may have several images: the chat template puts a conversation's images where their image parts stand (one
+image goes to LaVIN's slot after BOS), and plain text marks each with `<image>`. [`check_images_per_row`] finds the
+rows over an optional limit before training starts, and either refuses them (with a count) or drops them.
 """
 
 from __future__ import annotations
@@ -202,32 +203,35 @@ def _image_counts(dataset: datasets.Dataset) -> list[int]:
     return [0] * len(dataset)
 
 
-def _later_turn_images(dataset: datasets.Dataset) -> int:
-    """Rows whose image placeholder sits in a message after the first user message."""
+def _later_turn_single_images(dataset: datasets.Dataset) -> int:
+    """Rows whose one image part sits in a message after the first user message."""
     if "messages" not in dataset.column_names:
         return 0
     count = 0
     for messages in dataset.select_columns(["messages"]).with_format("arrow")[:]["messages"].to_pylist():
         first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
-        for index, message in enumerate(messages):
-            content = message["content"]
-            if index != first_user and isinstance(content, list) and any(p.get("type") == "image" for p in content):
-                count += 1
-                break
+        turns = [
+            index
+            for index, message in enumerate(messages)
+            if isinstance(message["content"], list)
+            for part in message["content"]
+            if part.get("type") == "image"
+        ]
+        count += len(turns) == 1 and turns[0] != first_user
     return count
 
 
 def check_images_per_row(
-    dataset: datasets.Dataset, max_images: int = 1, drop: bool = False, what: str = "training"
+    dataset: datasets.Dataset, max_images: int | None = None, drop: bool = False, what: str = "training"
 ) -> datasets.Dataset:
     """
     Finds the rows with more than `max_images` images before training starts: refuses them with a count, or drops
-    them (with a warning saying how many) when `drop`. Warns about rows whose image is attached to a later turn: LaVIN
-    puts every image in its one slot after BOS.
+    them (with a warning saying how many) when `drop`. Warns about rows whose one image is attached to a later turn:
+    LaVIN puts a row's one image in its slot after BOS (several images stay in their turns).
 
     Args:
         dataset (`datasets.Dataset`): the rows.
-        max_images (`int`, *optional*, defaults to 1): the most images the model takes per row.
+        max_images (`int`, *optional*): the most images a row may have; `None` sets no limit.
         drop (`bool`, *optional*, defaults to `False`): drop such rows instead of refusing the dataset.
         what (`str`): which split, for the messages.
 
@@ -237,26 +241,28 @@ def check_images_per_row(
     Raises:
         `ValueError`: when rows have too many images and `drop` is false.
     """
-    counts = _image_counts(dataset)
+    counts = _image_counts(dataset) if max_images is not None else []
     over = [index for index, count in enumerate(counts) if count > max_images]
     if over:
         shown = ", ".join(str(i) for i in over[:5]) + (", ..." if len(over) > 5 else "")
         message = (
             f"{len(over)} of {len(dataset)} {what} rows have more than {max_images} image"
-            f"{'s' * (max_images != 1)} (rows {shown}); LaVIN takes at most {max_images} per row."
+            f"{'s' * (max_images != 1)} (rows {shown}), over --max_images_per_sample {max_images}."
         )
         if not drop:
-            raise ValueError(f"{message} Pass --drop_unsupported_rows to train without them, or split them first.")
+            raise ValueError(
+                f"{message} Pass --drop_unsupported_rows to train without them, raise the limit, or split them first."
+            )
         logger.warning("%s Dropping them (--drop_unsupported_rows).", message)
         keep = set(range(len(dataset))) - set(over)
         dataset = dataset.select(sorted(keep))
         if len(dataset) == 0:
             raise ValueError(f"No {what} rows left after dropping the rows with too many images.")
-    later = _later_turn_images(dataset)
+    later = _later_turn_single_images(dataset)
     if later:
         logger.warning(
-            "%d %s rows attach their image to a later turn. LaVIN has one image slot, right after BOS: the image goes "
-            "there and the turn's text stays where it is (as in the reference's chatbot demo).",
+            "%d %s rows attach their one image to a later turn. A row's one image goes to LaVIN's image slot, right "
+            "after BOS, and the turn's text stays where it is (as in the reference's chatbot demo).",
             later,
             what,
         )

@@ -17,7 +17,8 @@ from PIL import Image
 
 ImageBatch = Sequence[Sequence[Image.Image]]
 
-# Processors of these model types put the image tokens in the sequence themselves, so the prompt gets no placeholder.
+# Processors of these model types put the image tokens in the sequence themselves, so the prompt gets no placeholder
+# (LaVIN's only for one image: a sample with several gets one placeholder per image before the prompt).
 SELF_PLACING_MODEL_TYPES = frozenset({"lavin", "blip-2", "instructblip", "instructblipvideo"})
 # These need exactly one image per sample; a text-only sample gets a black image.
 ONE_IMAGE_MODEL_TYPES = frozenset({"blip-2", "instructblip", "instructblipvideo"})
@@ -63,8 +64,9 @@ class HFModelAdapter:
     Batched greedy generation with a transformers image-text-to-text model and its processor.
 
     The prompt is built, in order of preference, from `prompt_template` when given; as is, when the processor places
-    the images itself (LaVIN, BLIP-2, InstructBLIP); with the processor's chat template when it has one; else as
-    `"{images}\\n{prompt}"` with the processor's image token.
+    the images itself (LaVIN, BLIP-2, InstructBLIP; for LaVIN with several images, one image token per image before
+    it); with the processor's chat template when it has one; else as `"{images}\\n{prompt}"` with the processor's
+    image token.
 
     Args:
         model (`PreTrainedModel`): E.g. from `AutoModelForImageTextToText.from_pretrained`.
@@ -108,6 +110,10 @@ class HFModelAdapter:
         """
         if self.prompt_template is not None:
             return self.prompt_template.format(prompt=prompt, images=self.image_token * n_images)
+        if self.model_type == "lavin":
+            # The task's text stays text (a literal `<image>` in it takes no image).
+            prompt = self.processor.escape_special_tokens(prompt)
+            return self.image_token * n_images + prompt if n_images > 1 else prompt
         if self.model_type in SELF_PLACING_MODEL_TYPES:
             return prompt
         if getattr(self.processor, "chat_template", None):

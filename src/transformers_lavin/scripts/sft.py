@@ -106,9 +106,15 @@ class LavinScriptArguments(ScriptArguments):
         default=DEFAULT_PROMPT_FORMAT, metadata={"help": "ScienceQA prompt format (both ScienceQA layouts)."}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
+    max_images_per_sample: int | None = field(
+        default=None,
+        metadata={
+            "help": "Refuse (or drop, with --drop_unsupported_rows) rows with more images; no limit by default."
+        },
+    )
     drop_unsupported_rows: bool = field(
         default=False,
-        metadata={"help": "Drop rows with more images than LaVIN takes (1) instead of refusing the dataset."},
+        metadata={"help": "Drop rows over --max_images_per_sample instead of refusing the dataset."},
     )
     overwrite: bool = field(
         default=False,
@@ -339,7 +345,7 @@ def load_datasets(
 ) -> tuple[datasets.Dataset, datasets.Dataset | None]:
     """
     The training (and, when `--eval_strategy` is not `no`, evaluation) split as read, before any tokenizer is known.
-    Rows with more images than LaVIN takes are refused or dropped here, before anything is written.
+    Rows over `--max_images_per_sample` are refused or dropped here, before anything is written.
     """
     evaluate = training_args.eval_strategy != "no"
     if script_args.dataset_name is not None:
@@ -354,11 +360,12 @@ def load_datasets(
     dataset_format(train)  # fail now on columns no format fits
     if script_args.max_train_samples is not None:
         train = train.select(range(min(script_args.max_train_samples, len(train))))
-    train = check_images_per_row(train, drop=script_args.drop_unsupported_rows, what="training")
+    limit = {"max_images": script_args.max_images_per_sample, "drop": script_args.drop_unsupported_rows}
+    train = check_images_per_row(train, what="training", **limit)
     evaluation = None
     if evaluate:
         evaluation = load(split=script_args.dataset_test_split)
-        evaluation = check_images_per_row(evaluation, drop=script_args.drop_unsupported_rows, what="evaluation")
+        evaluation = check_images_per_row(evaluation, what="evaluation", **limit)
     return train, evaluation
 
 
