@@ -54,6 +54,7 @@ def _declare_new_biases(model: nn.Module) -> None:
     say so in the config, so that the merged model saves and reloads as the same architecture.
     """
     text_config = model.config.get_text_config()
+    undeclared = set()
     for module in model.modules():
         linears = {name: child for name, child in module.named_children() if isinstance(child, nn.Linear)}
         if not any(name in INPUT_PROJECTIONS and child.bias is not None for name, child in linears.items()):
@@ -67,6 +68,16 @@ def _declare_new_biases(model: nn.Module) -> None:
                     child.bias = nn.Parameter(torch.zeros(child.out_features, dtype=child.weight.dtype))
             if hasattr(text_config, flag):
                 setattr(text_config, flag, True)
+            else:
+                undeclared.add(flag)
+    if undeclared:
+        logger.warning(
+            "The merged %s is exact in memory, but its config has no %s to declare the biases merging gave its "
+            "layers: saved and reloaded, it would lose them. Save the adapter instead (PeftModel.save_pretrained), or "
+            "merge adapters on the attentions only (adapter_type='attn').",
+            type(model).__name__,
+            sorted(undeclared),
+        )
 
 
 def _make_checkpointing_non_reentrant(model: nn.Module) -> None:
