@@ -240,10 +240,12 @@ class MMAModel(BaseTuner):
 
     def _install_routing(self, model: nn.Module, config: MMAConfig) -> None:
         """
-        Give MLP adapters their routing source and (once) put the modality router on the decoder and, on a model
-        with an image token, the reader of each row's modality on the model.
+        Give MLP adapters their routing source and (once) put the modality router on the decoder. A VLM whose
+        modality token the tuner owns also gets the tuner's reader of each row's modality from its image token
+        (LaVIN reads its own and passes `modality_ids` down itself).
         """
-        if self._image_token_id is not None and ImageTokenModality.installed_on(model) is None:
+        owns_modality = self._modality_embedding_name is None and self._image_token_id is not None
+        if owns_modality and ImageTokenModality.installed_on(model) is None:
             ImageTokenModality(model)
         decoder = model.get_submodule(self._decoder_name)
         named = {name: m for name, m in model.named_modules() if isinstance(m, MMALayer) and m.routing_key is not None}
