@@ -109,6 +109,26 @@ def test_trains_only_adapters_modality_embedding_and_projector_and_loss_falls(mo
     assert any("multi_modal_projector" in name for name in changed)
 
 
+def test_gradient_checkpointing_gives_equal_loss_and_adapter_gradients(model_type):
+    results = []
+    for checkpointing in (False, True):
+        model = mma_model(build_tiny_vlm(model_type))
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        batch = mixed_batch(model.config)
+        loss = model(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)).loss
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.detach(), grads))
+    (loss, grads), (checkpointed_loss, checkpointed_grads) = results
+    torch.testing.assert_close(checkpointed_loss, loss, rtol=0, atol=1e-6)
+    assert grads.keys() == checkpointed_grads.keys()
+    assert any(".mma_router." in name and grad.abs().sum() > 0 for name, grad in checkpointed_grads.items())
+    for name, grad in grads.items():
+        torch.testing.assert_close(checkpointed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_save_and_reload_on_a_fresh_base_is_bit_exact(model_type, tmp_path):
     model = mma_model(build_tiny_vlm(model_type))
     batch = mixed_batch(model.config)
