@@ -44,5 +44,6 @@ def test_mma_and_lora_run_side_by_side_on_one_llava(tmp_path):
         assert result["memory"][method]["peak_mib"] > 0
         assert result["step_seconds"][method] > 0
     assert math.isfinite(result["step_ratio_mma_over_lora"]["median"])
+    assert math.isfinite(result["step_cpu_ratio_mma_over_lora"]["median"])
     markdown = bench_vlm_adapters.to_markdown({"machine": {"cpu_model": "test"}, **result})
     assert "## Side by side" in markdown and "trainable parameters" in markdown
