@@ -8,7 +8,6 @@ from helpers import llm_layers, mma_model
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from transformers_lavin import MMAConfig
 from transformers_lavin.mma import MMALayer, compute_routing_table
 from transformers_lavin.mma.routing import ROUTING_KWARG
 from transformers_lavin.testing_utils import TINY_VLM_TYPES, build_tiny_vlm, tiny_vlm_image_tokens
@@ -256,12 +255,10 @@ def test_a_vision_tower_without_the_targets_is_skipped_with_a_log(caplog):
     assert all(m.routing_key is not None for m in model.modules() if isinstance(m, MMALayer))
 
 
-def test_a_config_for_a_model_without_images_keeps_the_text_path_default():
-    # LLaVA's merge needs a modality; MMAConfig(merge_modality=...) gives one.
+def test_merging_a_vlm_needs_a_modality_from_the_call_or_the_config():
     model = mma_model(build_tiny_vlm("llava"))
-    with pytest.raises(ValueError, match="pass modality"):
+    with pytest.raises(ValueError, match="pass modality"):  # unlike a plain LLM, a VLM has two paths
         model.merge_adapter()
     model = mma_model(build_tiny_vlm("llava"), merge_modality="image")
     model.merge_adapter()
     assert all(layer.merged_modality == "image" for layer in llm_layers(model))
-    assert isinstance(model.peft_config["default"], MMAConfig)
