@@ -114,6 +114,9 @@ def test_gradient_checkpointing_gives_equal_loss_and_adapter_gradients(model_typ
         model = mma_model(build_tiny_vlm(model_type))
         if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            assert any(
+                getattr(m, "gradient_checkpointing", False) for m in model.get_base_model().get_decoder().layers
+            )
         model.train()
         batch = mixed_batch(model.config)
         loss = model(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)).loss
