@@ -1,4 +1,5 @@
-"""Tiny, download-free LaVIN models and tokenizers for tests, the demo and examples."""
+"""Tiny, download-free LaVIN models (and other vision-language models) and tokenizers for tests, the demo and
+examples."""
 
 from __future__ import annotations
 
@@ -6,7 +7,18 @@ from collections.abc import Iterable
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import CLIPVisionConfig, LlamaConfig, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForImageTextToText,
+    CLIPVisionConfig,
+    Gemma3Config,
+    Gemma3TextConfig,
+    LlamaConfig,
+    LlavaConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    SiglipVisionConfig,
+)
 
 from .assembly import lavin_config_and_processor, lavin_processor
 from .configuration_lavin import LavinConfig
@@ -123,3 +135,59 @@ def build_tiny_lavin(
     torch.manual_seed(seed)
     model = LavinForConditionalGeneration(config).eval()
     return model, lavin_processor(config, tokenizer)
+
+
+# The tiny vision-language models MMA is tested on, besides LaVIN. Their image token is the vocabulary's last id.
+TINY_VLM_TYPES = ("llava", "gemma3")
+
+
+def tiny_vlm_config(
+    model_type: str,
+    hidden_size: int = 32,
+    layers: int = 2,
+    image_size: int = 30,
+    patch_size: int = 6,
+    vocab_size: int = 100,
+) -> PretrainedConfig:
+    """
+    The config of a tiny `AutoModelForImageTextToText` for CPU tests: `"llava"` (CLIP vision tower, LLaMA LLM, one
+    token per image patch) or `"gemma3"` (SigLIP vision tower, Gemma 3 LLM, the patches pooled to 4 tokens).
+
+    Ids 0, 1, 2 are padding, BOS and EOS; the image token is `vocab_size - 1` (`config.image_token_id`).
+    """
+    common = {"hidden_size": hidden_size, "intermediate_size": 2 * hidden_size, "num_attention_heads": 4}
+    vision = {**common, "num_hidden_layers": layers, "image_size": image_size, "patch_size": patch_size}
+    text = {**common, "num_hidden_layers": layers, "num_key_value_heads": 2, "vocab_size": vocab_size}
+    text.update(pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    if model_type == "llava":
+        return LlavaConfig(
+            vision_config=CLIPVisionConfig(**vision),
+            text_config=LlamaConfig(**text),
+            image_token_index=vocab_size - 1,
+            vision_feature_layer=-1,
+            vision_feature_select_strategy="default",
+        )
+    if model_type == "gemma3":
+        return Gemma3Config(
+            vision_config=SiglipVisionConfig(**vision, vision_use_head=False),
+            text_config=Gemma3TextConfig(**text, head_dim=hidden_size // 4),
+            mm_tokens_per_image=4,
+            image_token_index=vocab_size - 1,
+            boi_token_index=vocab_size - 3,
+            eoi_token_index=vocab_size - 2,
+        )
+    raise ValueError(f"Unknown tiny VLM type {model_type!r}; use one of {TINY_VLM_TYPES}.")
+
+
+def tiny_vlm_image_tokens(config: PretrainedConfig) -> int:
+    """How many image tokens a prompt holds per image for a [`tiny_vlm_config`] model."""
+    if config.model_type == "gemma3":
+        return config.mm_tokens_per_image
+    return (config.vision_config.image_size // config.vision_config.patch_size) ** 2
+
+
+def build_tiny_vlm(model_type: str, seed: int = 0, **config_kwargs) -> PreTrainedModel:
+    """A randomly initialised tiny VLM of [`tiny_vlm_config`], in eval mode, deterministic for a seed."""
+    config = tiny_vlm_config(model_type, **config_kwargs)
+    torch.manual_seed(seed)
+    return AutoModelForImageTextToText.from_config(config).eval()

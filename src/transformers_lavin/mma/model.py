@@ -1,4 +1,4 @@
-"""MMAModel: injects MMA adapters into a LaVIN (or any decoder-only LLM), routes them, and merges them."""
+"""MMAModel: injects MMA adapters into a LaVIN, any Hugging Face VLM or decoder-only LLM, routes them, and merges them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 from .config import MMAConfig
 from .folding import INPUT_PROJECTIONS
 from .layer import MMALayer, MMAModalityEmbedding
-from .routing import MODALITIES, ModalityRouter, find_router
+from .routing import MODALITIES, ImageTokenModality, ModalityRouter, find_router, image_token_id
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +27,21 @@ def _find_decoder(model: nn.Module) -> tuple[str, nn.Module]:
     if decoder is None or not hasattr(decoder, "layers"):
         raise ValueError(
             f"MMA needs a decoder-only LLM with `get_decoder()` returning a stack of `layers`; "
-            f"{type(model).__name__} has none. Use a LaVIN model or an AutoModelForCausalLM."
+            f"{type(model).__name__} has none. Use a LaVIN model, an AutoModelForImageTextToText with a decoder-only "
+            "LLM or an AutoModelForCausalLM."
         )
     for name, module in model.named_modules():
         if module is decoder:
             return name, decoder
     raise ValueError("The decoder returned by get_decoder() is not a submodule of the model.")
+
+
+def _find_vision_tower(model: nn.Module) -> nn.Module | None:
+    """The image encoder of a vision-language model (transformers' `get_encoder(modality="image")`), if it has one."""
+    get_encoder = getattr(model, "get_encoder", None)
+    tower = get_encoder(modality="image") if callable(get_encoder) else None
+    # Without an image encoder, transformers returns the model (or its base model) itself.
+    return None if tower is None or tower is model or tower is getattr(model, "base_model", None) else tower
 
 
 def _is_under(key: str, prefix: str | None) -> bool:
@@ -45,6 +54,7 @@ def _declare_new_biases(model: nn.Module) -> None:
     say so in the config, so that the merged model saves and reloads as the same architecture.
     """
     text_config = model.config.get_text_config()
+    undeclared = set()
     for module in model.modules():
         linears = {name: child for name, child in module.named_children() if isinstance(child, nn.Linear)}
         if not any(name in INPUT_PROJECTIONS and child.bias is not None for name, child in linears.items()):
@@ -58,6 +68,16 @@ def _declare_new_biases(model: nn.Module) -> None:
                     child.bias = nn.Parameter(torch.zeros(child.out_features, dtype=child.weight.dtype))
             if hasattr(text_config, flag):
                 setattr(text_config, flag, True)
+            else:
+                undeclared.add(flag)
+    if undeclared:
+        logger.warning(
+            "The merged %s is exact in memory, but its config has no %s to declare the biases merging gave its "
+            "layers: saved and reloaded, it would lose them. Save the adapter instead (PeftModel.save_pretrained), or "
+            "merge adapters on the attentions only (adapter_type='attn').",
+            type(model).__name__,
+            sorted(undeclared),
+        )
 
 
 def _make_checkpointing_non_reentrant(model: nn.Module) -> None:
@@ -134,8 +154,9 @@ class MMAModel(BaseTuner):
     def _inspect_base(self, model: nn.Module, config: MMAConfig) -> None:
         """Find the decoder, the vision tower and LaVIN's modality embedding; check the targets before injecting."""
         self._decoder_name, decoder = _find_decoder(model)
-        vision = getattr(getattr(model, "model", model), "vision_tower", None)
+        vision = _find_vision_tower(model)
         self._vision_name = next((n for n, m in model.named_modules() if m is vision), None) if vision else None
+        self._image_token_id = image_token_id(model.config)
         names = {name for name, _ in model.named_modules()}
         self._modality_embedding_name = next(
             (n for n in names if n == "modality_embedding" or n.endswith(".modality_embedding")), None
@@ -152,12 +173,26 @@ class MMAModel(BaseTuner):
                 f"have modules such as {sorted(decoder_children & {'self_attn', 'mlp', 'attention', 'attn'})}; set "
                 "target_modules to the name of each decoder layer's attention module."
             )
+        self._check_vision_targets(vision, config, names)
         if config.modules_to_save:
             present = [m for m in config.modules_to_save if any(n == m or n.endswith("." + m) for n in names)]
             dropped = sorted(set(config.modules_to_save) - set(present))
             if dropped:
                 logger.info("MMA: the base model has no %s; not saving them.", dropped)
             config.modules_to_save = present or None
+
+    def _check_vision_targets(self, vision: nn.Module | None, config: MMAConfig, names: set[str]) -> None:
+        """A vision tower whose blocks have none of the vision targets (not CLIP-like) stays without adapters."""
+        if vision is None or not config.vision_target_names:
+            return
+        found = {n.rsplit(".", 1)[-1] for n in names if _is_under(n, self._vision_name) and n != self._vision_name}
+        if not found & set(config.vision_target_names):
+            logger.info(
+                "MMA: the vision tower (%s) has no %s modules, so it gets no adapters; set vision_target_modules to "
+                "the name of its blocks' attention to adapt it.",
+                type(vision).__name__,
+                config.vision_target_names,
+            )
 
     def _add_modality_token(self, model: nn.Module, adapter_name: str, inference_mode: bool) -> None:
         decoder = model.get_submodule(self._decoder_name)
@@ -204,7 +239,14 @@ class MMAModel(BaseTuner):
         self._replace_module(parent, target_name, new_module, target)
 
     def _install_routing(self, model: nn.Module, config: MMAConfig) -> None:
-        """Give MLP adapters their routing source and (once) put the modality router on the decoder."""
+        """
+        Give MLP adapters their routing source and (once) put the modality router on the decoder. A VLM whose
+        modality token the tuner owns also gets the tuner's reader of each row's modality from its image token
+        (LaVIN reads its own and passes `modality_ids` down itself).
+        """
+        owns_modality = self._modality_embedding_name is None and self._image_token_id is not None
+        if owns_modality and ImageTokenModality.installed_on(model) is None:
+            ImageTokenModality(model)
         decoder = model.get_submodule(self._decoder_name)
         named = {name: m for name, m in model.named_modules() if isinstance(m, MMALayer) and m.routing_key is not None}
         for name, layer in named.items():
@@ -264,8 +306,8 @@ class MMAModel(BaseTuner):
         names = adapter_names or self.active_adapters
         configured = {self.peft_config[name].merge_modality for name in names if name in self.peft_config}
         modality = modality or (configured.pop() if len(configured) == 1 else None)
-        if modality is None and self._modality_embedding_name is None:
-            modality = "text"  # a plain LLM only has the text path
+        if modality is None and self._image_token_id is None:
+            modality = "text"  # a model without image tokens only has the text path
         if modality not in MODALITIES:
             raise ValueError(
                 "MMA's LLM adapters route by modality, so merging fixes one: pass modality='image' or "
@@ -341,5 +383,7 @@ class MMAModel(BaseTuner):
             return
         if router is not None:
             router.remove()
+        if (modality_source := ImageTokenModality.installed_on(self.model)) is not None:
+            modality_source.remove()
         if isinstance(getattr(decoder, MODALITY_TOKEN_ATTRIBUTE, None), MMAModalityEmbedding):
             delattr(decoder, MODALITY_TOKEN_ATTRIBUTE)

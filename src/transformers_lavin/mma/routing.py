@@ -12,10 +12,14 @@ to `self_attn`, where the MMA wrapper picks them up, with every attention backen
 layers. The table depends only on the parameters: outside training it is computed once per parameter state, with
 each adapter's up-projections mixed per modality, and reused by every forward (prefill and decoding steps alike)
 until a parameter changes.
+
+A vision-language model that does not compute `modality_ids` itself gets them from its image token (see
+[`ImageTokenModality`]): read from `input_ids` above the decoder, and from the prompt once per `generate`.
 """
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 
 import torch
@@ -25,6 +29,9 @@ ROUTING_KWARG = "mma_routing"
 MODALITY_IDS_KWARG = "modality_ids"
 MODALITIES = {"text": 0, "image": 1}
 _ROUTER_ATTRIBUTE = "_mma_modality_router"
+_MODALITY_SOURCE_ATTRIBUTE = "_mma_image_token_modality"
+# Config attributes that hold the id of the token marking image positions in a prompt, newest name first.
+IMAGE_TOKEN_ATTRIBUTES = ("image_token_id", "image_token_index")
 
 
 class RouteOnFirstToken:
@@ -254,6 +261,91 @@ def _check_merged_modality(layers: list[nn.Module], modality_ids: torch.LongTens
 def find_router(model: nn.Module) -> ModalityRouter | None:
     """The `ModalityRouter` installed on a decoder inside `model`, if any."""
     return next((r for m in model.modules() if (r := getattr(m, _ROUTER_ATTRIBUTE, None)) is not None), None)
+
+
+def image_token_id(config) -> int | None:
+    """The id of the token that marks image positions in `config` (`image_token_id`, or the older
+    `image_token_index`), or `None` for a model without images."""
+    for name in IMAGE_TOKEN_ATTRIBUTES:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def modality_ids_from_input_ids(input_ids: torch.LongTensor, token_id: int) -> torch.LongTensor:
+    """1 for each row of `input_ids` that holds the image token `token_id`, else 0 (text only): shape (batch,)."""
+    return (input_ids == token_id).any(dim=-1).long()
+
+
+def _add_modality_ids(module: nn.Module, args: tuple, kwargs: dict):
+    """Forward pre-hook: an explicit `modality_ids` wins; otherwise read them from the image tokens of `input_ids`."""
+    input_ids = kwargs.get("input_ids", args[0] if args else None)
+    token_id = image_token_id(module.config)
+    if kwargs.get(MODALITY_IDS_KWARG) is not None or input_ids is None or token_id is None:
+        return None
+    kwargs[MODALITY_IDS_KWARG] = modality_ids_from_input_ids(input_ids, token_id)
+    return args, kwargs
+
+
+def _expand_with_prompt_modality(
+    self, expand_size: int = 1, is_encoder_decoder: bool = False, input_ids: torch.LongTensor | None = None, **kwargs
+):
+    # Runs once per `generate`, on the prompt, before the rows are repeated: generated tokens never change a row's
+    # modality, and every beam or returned sequence inherits its prompt's.
+    token_id = image_token_id(self.config)
+    if kwargs.get(MODALITY_IDS_KWARG) is None and input_ids is not None and token_id is not None:
+        kwargs[MODALITY_IDS_KWARG] = modality_ids_from_input_ids(input_ids, token_id)
+    return type(self)._expand_inputs_for_generation(self, expand_size, is_encoder_decoder, input_ids, **kwargs)
+
+
+def _validate_with_modality_ids(self, model_kwargs: dict) -> None:
+    # `generate` refuses keyword arguments its model's forward does not name; `modality_ids` reaches the decoder
+    # through the forward's `**kwargs`.
+    others = {key: value for key, value in model_kwargs.items() if key != MODALITY_IDS_KWARG}
+    return type(self)._validate_model_kwargs(self, others)
+
+
+# What `ImageTokenModality` sets on the model instance, in place of `GenerationMixin`'s methods of the same names.
+_GENERATION_METHODS = {
+    "_expand_inputs_for_generation": _expand_with_prompt_modality,
+    "_validate_model_kwargs": _validate_with_modality_ids,
+}
+
+
+class ImageTokenModality:
+    """
+    Gives a vision-language model's forward the `modality_ids` of its rows, read from its own image token.
+
+    - A forward pre-hook on `model` adds `modality_ids` (1 for a row holding the image token, else 0) when the call
+      has `input_ids` and no `modality_ids`. Transformers' VLMs hand unknown keyword arguments down to their language
+      model, where [`ModalityRouter`] takes them: the decoder itself only sees `inputs_embeds`.
+    - `generate` reads each row's modality once, from the prompt, before beam search or `num_return_sequences`
+      repeat the rows, and carries it as a model keyword argument to every step (decoding steps only feed new
+      tokens, so they could not read it themselves). This is what LaVIN's own `_expand_inputs_for_generation` does;
+      here it is set on the instance, and `generate` also accepts an explicit `modality_ids`.
+
+    The token id is read from `model.config` at every call, and nothing is kept between calls.
+
+    Args:
+        model: The top-level model (e.g. `LlavaForConditionalGeneration`), whose config names its image token.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self._handle = model.register_forward_pre_hook(_add_modality_ids, with_kwargs=True)
+        for name, method in _GENERATION_METHODS.items():
+            object.__setattr__(model, name, types.MethodType(method, model))
+        object.__setattr__(model, _MODALITY_SOURCE_ATTRIBUTE, self)
+
+    def remove(self) -> None:
+        self._handle.remove()
+        for name in (*_GENERATION_METHODS, _MODALITY_SOURCE_ATTRIBUTE):
+            self.model.__dict__.pop(name, None)
+
+    @staticmethod
+    def installed_on(model: nn.Module) -> ImageTokenModality | None:
+        return model.__dict__.get(_MODALITY_SOURCE_ATTRIBUTE)
 
 
 def compute_routing_table(model: nn.Module) -> torch.Tensor | None:
