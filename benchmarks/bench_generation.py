@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from collections.abc import Callable
 
@@ -27,7 +28,7 @@ from .inputs import build_inputs, family_of
 from .machine import describe_machine
 from .models import PAD_TOKEN_ID, build_model
 from .shapes import get_shape
-from .timing import Metrics, interleave, paired_ratio, summary, synchronizer
+from .timing import Metrics, interleave, paired_ratio, summary, synchronizer, timed
 
 GENERATION_KINDS = ("llava", "lavin", "mma", "mma_merged")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -173,6 +174,89 @@ def ttft_by_prompt_length(
     return {"rows": rows}
 
 
+def decode_step(model: torch.nn.Module, inputs: dict) -> Callable[[], None]:
+    """A function running one decode step (one new token on the prompt's KV cache), the cache reset each call."""
+    with torch.inference_mode():
+        prefill = model(**inputs, use_cache=True)
+    cache = prefill.cache
+    length = inputs["input_ids"].shape[1]
+    token = prefill.logits[:, -1:].argmax(-1)
+    attention_mask = torch.ones(1, length + 1, dtype=torch.long, device=token.device)
+    position_ids = torch.tensor([[length]], device=token.device)
+    modality_ids = torch.ones(1, dtype=torch.long, device=token.device)
+
+    def step() -> None:
+        with torch.inference_mode():
+            model(
+                input_ids=token,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                modality_ids=modality_ids,
+                use_cache=True,
+            )
+        cache.crop(-1)  # drop the new entry, so every call sees the same cache
+
+    return step
+
+
+def paired_step_ratios(
+    shape: str = "cpu",
+    device: str = "cpu",
+    dtype: str = "float32",
+    decode_pairs: int = 300,
+    ttft_pairs: int = 40,
+    threads: int | None = None,
+) -> dict:
+    """
+    MMA's cost against the base LaVIN, measured step by step: single decode steps (one token on the prompt's KV
+    cache) and whole times to first token (`generate(max_new_tokens=1)`: vision tower and prefill), alternating
+    between the models call by call (A B C, C B A, ...) and taking the time ratio within each round. A slow phase of
+    the machine then hits both sides of a ratio, which whole-generation repeats cannot ensure on a shared machine.
+
+    Returns:
+        For `mma` and `mma_merged`, the median and quartiles of `time / base time` per round, for `decode_step` and
+        `ttft`, and the decode speed ratio `1 / median time ratio`.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    bench_shape = get_shape(shape)
+    synchronize = synchronizer(device)
+    kinds = ("lavin", "mma", "mma_merged")
+    models = {kind: build_model(kind, bench_shape, device=device, dtype=DTYPES[dtype]).eval() for kind in kinds}
+    inputs = build_inputs(
+        "lavin", bench_shape, batch_size=1, text_len=bench_shape.prompt_len, device=device, dtype=DTYPES[dtype]
+    )
+
+    def first_token(model: torch.nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                model.generate(**inputs, max_new_tokens=1, do_sample=False, pad_token_id=PAD_TOKEN_ID)
+
+        return run
+
+    measured = {
+        "decode_step": ({kind: decode_step(model, inputs) for kind, model in models.items()}, decode_pairs),
+        "ttft": ({kind: first_token(model) for kind, model in models.items()}, ttft_pairs),
+    }
+    report: dict = {"decode_pairs": decode_pairs, "ttft_pairs": ttft_pairs}
+    for name, (functions, rounds) in measured.items():
+        results = interleave({kind: timed(f, synchronize) for kind, f in functions.items()}, rounds, warmup=2)
+        report[name] = {
+            "seconds": summary(results, "seconds"),
+            **{f"{kind}_over_lavin": _quartiles(results, kind) for kind in kinds[1:]},
+        }
+    for kind in kinds[1:]:
+        report[f"{kind}_decode_speed_over_lavin"] = 1 / report["decode_step"][f"{kind}_over_lavin"]["median"]
+    return report
+
+
+def _quartiles(results: dict[str, list[Metrics]], kind: str) -> dict[str, float]:
+    ratios = [a["seconds"] / b["seconds"] for a, b in zip(results[kind], results["lavin"], strict=True)]
+    low, median, high = statistics.quantiles(ratios, n=4)
+    return {"median": statistics.median(ratios), "q1": low, "q3": high, "rounds": len(ratios)}
+
+
 def _clock(name: str, device: str, threads: int | None) -> Callable[[], float]:
     if name not in CLOCKS:
         raise ValueError(f"Unknown clock {name!r}; choose from {', '.join(CLOCKS)}.")
@@ -208,7 +292,8 @@ def run(args: argparse.Namespace) -> dict:
     result = generation_speed(**settings, repeats=args.repeats, warmup=args.warmup, threads=args.threads, clock=clock)
     sweep = ttft_by_prompt_length(args.shape, args.device, args.dtype, threads=args.threads, clock=clock)
     settings |= {"repeats": args.repeats, "warmup": args.warmup, "clock": clock}
-    return {"settings": settings, **result, "ttft_sweep": sweep}
+    paired = paired_step_ratios(args.shape, args.device, args.dtype, threads=args.threads)
+    return {"settings": settings, **result, "ttft_sweep": sweep, "paired_steps": paired}
 
 
 def main() -> None:

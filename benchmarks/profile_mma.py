@@ -21,37 +21,11 @@ from torch.profiler import ProfilerActivity, profile
 from transformers_lavin.mma import MMALayer
 from transformers_lavin.mma.routing import find_router, run_routing_pass
 
-from .bench_generation import DTYPES
+from .bench_generation import DTYPES, decode_step
 from .inputs import build_inputs
 from .models import build_model
 from .shapes import get_shape
 from .timing import interleave, summary, synchronizer, timed
-
-
-def _decode_step(model: torch.nn.Module, inputs: dict) -> callable:
-    """A function running one decode step (one new token on the prompt's KV cache), the cache reset each call."""
-    with torch.inference_mode():
-        prefill = model(**inputs, use_cache=True)
-    cache = prefill.cache
-    length = inputs["input_ids"].shape[1]
-    token = prefill.logits[:, -1:].argmax(-1)
-    attention_mask = torch.ones(1, length + 1, dtype=torch.long, device=token.device)
-    position_ids = torch.tensor([[length]], device=token.device)
-    modality_ids = torch.ones(1, dtype=torch.long, device=token.device)
-
-    def step() -> None:
-        with torch.inference_mode():
-            model(
-                input_ids=token,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                cache=cache,
-                modality_ids=modality_ids,
-                use_cache=True,
-            )
-        cache.crop(-1)  # drop the new entry, so every call sees the same cache
-
-    return step
 
 
 def _count_ops(function: callable) -> int:
@@ -95,7 +69,7 @@ def profile_inference(
         with torch.inference_mode():
             run_routing_pass(router.decoder, router.modality_embeddings())
 
-    steps = {kind: _decode_step(model, inputs) for kind, model in models.items()}
+    steps = {kind: decode_step(model, inputs) for kind, model in models.items()}
     tasks = {
         "vision_base": timed(vision(models["lavin"]), synchronize),
         "vision_mma": timed(vision(models["mma"]), synchronize),

@@ -17,6 +17,7 @@ def check_targets(result: dict) -> list[dict]:
     training, generation = result.get("training", {}), result.get("generation", {})
     ratios = generation.get("ratios", {})
     merged_decode = _get(ratios, "mma_merged_over_lavin", "decode_tokens_per_second", "median")
+    paired = generation.get("paired_steps", {})
     targets = [
         (
             "training step time, MMA / LLaVA+LoRA",
@@ -43,6 +44,24 @@ def check_targets(result: dict) -> list[dict]:
             lambda v: v >= 0.95,
         ),
         ("decode tokens/s, MMA merged / base", "0.98 - 1.02", merged_decode, lambda v: abs(v - 1) <= 0.02),
+        (
+            "time to first token, MMA unmerged / base (paired steps)",
+            "<= 1.05",
+            _get(paired, "ttft", "mma_over_lavin", "median"),
+            lambda v: v <= 1.05,
+        ),
+        (
+            "decode speed, MMA unmerged / base (paired steps)",
+            ">= 0.98",
+            paired.get("mma_decode_speed_over_lavin"),
+            lambda v: v >= 0.98,
+        ),
+        (
+            "decode speed, MMA merged / base (paired steps)",
+            "0.98 - 1.02",
+            paired.get("mma_merged_decode_speed_over_lavin"),
+            lambda v: abs(v - 1) <= 0.02,
+        ),
     ]
     rows = [
         {"target": name, "goal": goal, "measured": value, "met": None if value is None else bool(test(value))}
@@ -204,6 +223,29 @@ def to_markdown(result: dict) -> str:
                     row["ratio_mma_over_llava"],
                 ]
                 for row in generation["ttft_sweep"]["rows"]
+            ],
+        )
+    paired = generation.get("paired_steps") if generation else None
+    if paired:
+        lines += [
+            f"MMA against the base LaVIN, step by step ({paired['decode_pairs']} alternating decode steps, "
+            f"{paired['ttft_pairs']} alternating first tokens; time ratios, median and quartiles per round):",
+            "",
+        ]
+        lines += _table(
+            ["model", "decode step time / base", "decode speed / base", "TTFT / base"],
+            [
+                [
+                    kind,
+                    f"{_fmt(paired['decode_step'][f'{kind}_over_lavin']['median'])} "
+                    f"({_fmt(paired['decode_step'][f'{kind}_over_lavin']['q1'])}-"
+                    f"{_fmt(paired['decode_step'][f'{kind}_over_lavin']['q3'])})",
+                    paired[f"{kind}_decode_speed_over_lavin"],
+                    f"{_fmt(paired['ttft'][f'{kind}_over_lavin']['median'])} "
+                    f"({_fmt(paired['ttft'][f'{kind}_over_lavin']['q1'])}-"
+                    f"{_fmt(paired['ttft'][f'{kind}_over_lavin']['q3'])})",
+                ]
+                for kind in ("mma", "mma_merged")
             ],
         )
     if result.get("notes"):

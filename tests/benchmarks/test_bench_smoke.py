@@ -81,6 +81,11 @@ def test_generation_path_and_report():
     assert [row["prompt_len"] for row in sweep["rows"]] == [4, 8]
     assert all(_positive_finite(row["ratio_mma_over_llava"]) for row in sweep["rows"])
     generation["ttft_sweep"] = sweep
+    paired = bench_generation.paired_step_ratios("toy", decode_pairs=3, ttft_pairs=2)
+    assert paired["decode_step"]["mma_over_lavin"]["rounds"] == 3 and paired["ttft"]["mma_over_lavin"]["rounds"] == 2
+    speed = paired["mma_decode_speed_over_lavin"]
+    assert _positive_finite(speed) and speed == 1 / paired["decode_step"]["mma_over_lavin"]["median"]
+    generation["paired_steps"] = paired
     result = {
         "machine": {"cpu_model": "test"},
         "settings": {"shape": "toy", "device": "cpu", "dtype": "float32", "shape_fields": TOY.to_dict()},
@@ -89,9 +94,10 @@ def test_generation_path_and_report():
     result["targets"] = check_targets(result)
     measured = {row["target"]: row for row in result["targets"]}
     assert measured["decode tokens/s, MMA unmerged / base"]["met"] is not None
+    assert measured["decode speed, MMA unmerged / base (paired steps)"]["measured"] == speed
     assert measured["training step time, MMA / LLaVA+LoRA"]["met"] is None  # not measured in this result
     markdown = to_markdown(result)
-    assert "## Generation" in markdown and "TTFT against prompt length" in markdown
+    assert "## Generation" in markdown and "TTFT against prompt length" in markdown and "step by step" in markdown
 
 
 def test_cpu_clock_measures_and_refuses_settings_it_cannot_measure():
