@@ -5,6 +5,7 @@ Times, interleaved with the base model (medians of the repeats):
 - the routing pass (`run_routing_pass`: the two modality tokens through the decoder), once per parameter state;
 - one decode step (a one-token forward on a KV cache) of the base, of MMA unmerged and of MMA merged;
 - the LLM adapters alone in a decode step (`MMALayer.adapt` on one token, every layer);
+- the floor: a decode step whose adapters only do the two matmuls every unmerged adapter needs (`adapter_floor`);
 and the number of aten operators one decode step runs (torch.profiler), the cost that dominates small steps.
 
     python -m benchmarks.profile_mma --shape cpu --threads 1
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 
 import torch
+import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from transformers_lavin.mma import MMALayer
@@ -85,6 +88,48 @@ def profile_inference(
     }
 
 
+def adapter_floor(
+    shape: str = "cpu", device: str = "cpu", dtype: str = "float32", rounds: int = 300
+) -> dict[str, float]:
+    """
+    The least an unmerged adapter can cost a decode step, measured beside MMA: a third model whose LLM adapters are
+    replaced by the two matmuls any unmerged adapter needs, `x + (A x + a) M + c` for the image rows' `M`, `c` prepared
+    beforehand, with no routing hook at all. Alternating decode steps (as `paired_step_ratios`), median time ratio to
+    the base LaVIN per round.
+    """
+    bench_shape = get_shape(shape)
+    kinds = ("lavin", "mma", "floor")
+    models = {
+        kind: build_model(
+            "lavin" if kind == "lavin" else "mma", bench_shape, device=device, dtype=DTYPES[dtype]
+        ).eval()
+        for kind in kinds
+    }
+    router = find_router(models["floor"])
+    with torch.inference_mode():
+        table = router.table()
+        for layer in router.llm_layers:
+            up, bias = layer.mixed_up_projection("default", table[layer.routing_key][1:])
+            down = layer.mma_down["default"]
+
+            def minimal(x, routing=None, down=down, up=up, bias=bias):
+                return torch.baddbmm(x + bias, F.linear(x, down.weight, down.bias), up)
+
+            layer.adapt = minimal
+    router.remove()
+    inputs = build_inputs(
+        "lavin", bench_shape, batch_size=1, text_len=bench_shape.prompt_len, device=device, dtype=DTYPES[dtype]
+    )
+    steps = {kind: timed(decode_step(model, inputs), synchronizer(device)) for kind, model in models.items()}
+    results = interleave(steps, repeats=rounds, warmup=2)
+    return {
+        f"{kind}_step_time_over_lavin": statistics.median(
+            a["seconds"] / b["seconds"] for a, b in zip(results[kind], results["lavin"], strict=True)
+        )
+        for kind in kinds[1:]
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="cpu")
@@ -97,6 +142,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = profile_inference(args.shape, args.device, args.dtype, args.repeats, args.warmup)
+    result["adapter_floor"] = adapter_floor(args.shape, args.device, args.dtype)
     print(json.dumps(result, indent=2))
 
 
