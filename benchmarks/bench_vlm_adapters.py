@@ -44,7 +44,12 @@ from transformers_lavin import MMAConfig
 from transformers_lavin.data import load_scienceqa, write_synthetic_scienceqa
 from transformers_lavin.evaluation.multiple_choice import _prompt_text, score_choice_texts
 from transformers_lavin.processing_lavin import LavinProcessor
-from transformers_lavin.scripts.demo import PROMPT_FORMAT, answer_with_option_text, build_demo_model
+from transformers_lavin.scripts.demo import (
+    PROMPT_FORMAT,
+    answer_with_option_text,
+    build_demo_model,
+    prompt_answer_batch,
+)
 from transformers_lavin.scripts.demo import pretrain_language_model as pretrain_demo_llm
 
 from .bench_training import make_optimizer, training_step
@@ -174,15 +179,7 @@ def collate(rows: list[dict], processor: LavinProcessor) -> dict[str, torch.Tens
         sequences.append((list(prompt["input_ids"][0]), answer))
         if "pixel_values" in prompt:
             images.append(torch.as_tensor(prompt["pixel_values"]))
-    length = max(len(p) + len(a) for p, a in sequences)
-    input_ids = torch.full((len(rows), length), tokenizer.pad_token_id)
-    labels = torch.full_like(input_ids, -100)
-    attention_mask = torch.zeros_like(input_ids)
-    for i, (prompt, answer) in enumerate(sequences):
-        input_ids[i, : len(prompt) + len(answer)] = torch.tensor(prompt + answer)
-        labels[i, len(prompt) : len(prompt) + len(answer)] = torch.tensor(answer)
-        attention_mask[i, : len(prompt) + len(answer)] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    batch = prompt_answer_batch(sequences, tokenizer.pad_token_id)
     return batch | ({"pixel_values": torch.cat(images)} if images else {})
 
 

@@ -136,6 +136,19 @@ def build_demo_model(data_dir: Path, seed: int):
     return build_tiny_lavin(seed=seed, config=config, tokenizer=tokenizer)
 
 
+def prompt_answer_batch(sequences: list[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """`(prompt ids, answer ids)` pairs as one right-padded batch whose loss is on the answers only."""
+    length = max(len(prompt) + len(answer) for prompt, answer in sequences)
+    input_ids = torch.full((len(sequences), length), pad_token_id)
+    labels = torch.full_like(input_ids, -100)
+    attention_mask = torch.zeros_like(input_ids)
+    for i, (prompt, answer) in enumerate(sequences):
+        input_ids[i, : len(prompt) + len(answer)] = torch.tensor(prompt + answer)
+        labels[i, len(prompt) : len(prompt) + len(answer)] = torch.tensor(answer)
+        attention_mask[i, : len(prompt) + len(answer)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
 def pretrain_language_model(
     model, processor, rows: datasets.Dataset, descriptions: dict[str, str], args: argparse.Namespace
 ) -> list[float]:
@@ -163,15 +176,7 @@ def pretrain_language_model(
             ]
             answer = tokenizer.encode(_prompt_text(row["completion"])) + [tokenizer.eos_token_id]
             sequences.append((prompt, answer))
-        length = max(len(p) + len(a) for p, a in sequences)
-        input_ids = torch.full((len(batch), length), tokenizer.pad_token_id)
-        labels = torch.full_like(input_ids, -100)
-        attention_mask = torch.zeros_like(input_ids)
-        for i, (prompt, answer) in enumerate(sequences):
-            input_ids[i, : len(prompt) + len(answer)] = torch.tensor(prompt + answer)
-            labels[i, len(prompt) : len(prompt) + len(answer)] = torch.tensor(answer)
-            attention_mask[i, : len(prompt) + len(answer)] = 1
-        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        loss = model(**prompt_answer_batch(sequences, tokenizer.pad_token_id)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
