@@ -228,9 +228,14 @@ def check_model_arguments(model_args: LavinModelArguments) -> None:
     _dtype(model_args.dtype)
 
 
-def load_model_and_processor(model_args: LavinModelArguments, seed: int = 0):
+def load_model_and_processor(model_args: LavinModelArguments, seed: int = 0, trust_remote_code: bool = False):
     """
     Build or load the base LaVIN and its processor from `model_args`.
+
+    Args:
+        model_args: The base model options.
+        seed: Seed of a model built here (tiny, or assembled from parts).
+        trust_remote_code: Passed to `from_pretrained` for a saved model (TRL keeps it in `SFTConfig`).
 
     Returns:
         `(model, processor)`: a frozen-to-be [`LavinForConditionalGeneration`] and its [`LavinProcessor`].
@@ -258,7 +263,7 @@ def load_model_and_processor(model_args: LavinModelArguments, seed: int = 0):
             seed=seed,
             revision=model_args.model_revision,
         )
-    kwargs = {"revision": model_args.model_revision, "dtype": dtype, "trust_remote_code": model_args.trust_remote_code}
+    kwargs = {"revision": model_args.model_revision, "dtype": dtype, "trust_remote_code": trust_remote_code}
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
     if model_args.load_in_4bit:
@@ -269,7 +274,7 @@ def load_model_and_processor(model_args: LavinModelArguments, seed: int = 0):
     processor = AutoProcessor.from_pretrained(
         model_args.model_name_or_path,
         revision=model_args.model_revision,
-        trust_remote_code=model_args.trust_remote_code,
+        trust_remote_code=trust_remote_code,
     )
     return model, processor
 
@@ -560,7 +565,9 @@ def run(
     resuming = bool(_resume_target(training_args.resume_from_checkpoint))
     check_output_dir(output_dir, script_args.overwrite, resuming)
     train_dataset, eval_dataset = load_datasets(script_args, training_args)
-    model, processor = load_model_and_processor(model_args, seed=training_args.seed)
+    model, processor = load_model_and_processor(
+        model_args, seed=training_args.seed, trust_remote_code=training_args.trust_remote_code
+    )
     reference_text = script_args.dataset_name is None  # ScienceQA in the official layout or the synthetic set
     train_dataset = prepare_for_lavin(train_dataset, processor, script_args.prompt_format, reference_text)
     if eval_dataset is not None:

@@ -70,6 +70,9 @@ class FSDPTrainingArguments:
     )
     logging_steps: int = field(default=10, metadata={"help": "Print the loss every N steps."})
     bf16: bool = field(default=False, metadata={"help": "Gather the weights in bf16 (gradients reduced in fp32)."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run a saved model's own code (--model_name_or_path), as in SFTConfig."}
+    )
 
 
 ARGUMENT_CLASSES = (LavinScriptArguments, FSDPTrainingArguments, LavinModelArguments, MMAArguments)
@@ -161,7 +164,7 @@ def run(
     rank, world_size, device = init_distributed()
     output_dir = Path(args.output_dir)
     train = _load_train_dataset(script_args, args, rank)
-    model, processor = load_model_and_processor(model_args, seed=args.seed)
+    model, processor = load_model_and_processor(model_args, seed=args.seed, trust_remote_code=args.trust_remote_code)
     if model_args.model_name_or_path is None:
         if rank == 0:  # the base exists nowhere else: save it so the adapter can be reloaded
             model.save_pretrained(output_dir / BASE_MODEL_DIR)
