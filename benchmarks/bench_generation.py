@@ -27,7 +27,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from .inputs import build_inputs, family_of
 from .machine import describe_machine
 from .models import PAD_TOKEN_ID, build_model
-from .shapes import get_shape
+from .shapes import BenchShape, get_shape
 from .timing import Metrics, interleave, paired_ratio, summary, synchronizer, timed
 
 GENERATION_KINDS = ("llava", "lavin", "mma", "mma_merged")
@@ -85,6 +85,14 @@ def generation_task(
     return task
 
 
+def build_models(
+    kinds: tuple[str, ...], shape: BenchShape, device: str = "cpu", dtype: str = "float32"
+) -> dict[str, torch.nn.Module]:
+    """The inference models of `kinds` at `shape`, in eval mode: build them once and pass them to every measurement
+    (at 7B each one is 13 GB)."""
+    return {kind: build_model(kind, shape, device=device, dtype=DTYPES[dtype]).eval() for kind in kinds}
+
+
 def generation_speed(
     shape: str = "cpu",
     overrides: dict | None = None,
@@ -95,16 +103,19 @@ def generation_speed(
     kinds: tuple[str, ...] = GENERATION_KINDS,
     threads: int | None = None,
     clock: str = "wall",
+    models: dict[str, torch.nn.Module] | None = None,
 ) -> dict:
-    """TTFT and decode tokens/s of each kind, interleaved, with the MMA-vs-LLaVA and MMA-vs-base ratios."""
+    """TTFT and decode tokens/s of each kind, interleaved, with the MMA-vs-LLaVA and MMA-vs-base ratios (on `models`
+    when given, else on models built here)."""
     now = _clock(clock, device, threads)
     if threads:
         torch.set_num_threads(threads)
     bench_shape = get_shape(shape, **(overrides or {}))
     synchronize = synchronizer(device)
+    models = models if models is not None else build_models(kinds, bench_shape, device, dtype)
     tasks, lengths = {}, {}
     for kind in kinds:
-        model = build_model(kind, bench_shape, device=device, dtype=DTYPES[dtype]).eval()
+        model = models[kind]
         inputs = build_inputs(
             family_of(kind),
             bench_shape,
@@ -144,6 +155,7 @@ def ttft_by_prompt_length(
     warmup: int = 1,
     threads: int | None = None,
     clock: str = "wall",
+    models: dict[str, torch.nn.Module] | None = None,
 ) -> dict:
     """TTFT ratio MMA / LLaVA for several prompt lengths: the ratio tends to (7 + P) / (257 + P) as P grows."""
     now = _clock(clock, device, threads)
@@ -151,13 +163,13 @@ def ttft_by_prompt_length(
         torch.set_num_threads(threads)
     bench_shape = get_shape(shape)
     synchronize = synchronizer(device)
-    models = {
-        kind: build_model(kind, bench_shape, device=device, dtype=DTYPES[dtype]).eval() for kind in ("mma", "llava")
-    }
+    kinds = ("mma", "llava")
+    models = models if models is not None else build_models(kinds, bench_shape, device, dtype)
     rows = []
     for prompt_len in prompt_lens:
         tasks = {}
-        for kind, model in models.items():
+        for kind in kinds:
+            model = models[kind]
             inputs = build_inputs(
                 family_of(kind), bench_shape, batch_size=1, text_len=prompt_len, device=device, dtype=DTYPES[dtype]
             )
@@ -207,6 +219,7 @@ def paired_step_ratios(
     decode_pairs: int = 300,
     ttft_pairs: int = 40,
     threads: int | None = None,
+    models: dict[str, torch.nn.Module] | None = None,
 ) -> dict:
     """
     MMA's cost against the base LaVIN, measured step by step: single decode steps (one token on the prompt's KV
@@ -223,7 +236,7 @@ def paired_step_ratios(
     bench_shape = get_shape(shape)
     synchronize = synchronizer(device)
     kinds = ("lavin", "mma", "mma_merged")
-    models = {kind: build_model(kind, bench_shape, device=device, dtype=DTYPES[dtype]).eval() for kind in kinds}
+    models = models if models is not None else build_models(kinds, bench_shape, device, dtype)
     inputs = build_inputs(
         "lavin", bench_shape, batch_size=1, text_len=bench_shape.prompt_len, device=device, dtype=DTYPES[dtype]
     )
@@ -236,8 +249,8 @@ def paired_step_ratios(
         return run
 
     measured = {
-        "decode_step": ({kind: decode_step(model, inputs) for kind, model in models.items()}, decode_pairs),
-        "ttft": ({kind: first_token(model) for kind, model in models.items()}, ttft_pairs),
+        "decode_step": ({kind: decode_step(models[kind], inputs) for kind in kinds}, decode_pairs),
+        "ttft": ({kind: first_token(models[kind]) for kind in kinds}, ttft_pairs),
     }
     report: dict = {"decode_pairs": decode_pairs, "ttft_pairs": ttft_pairs}
     for name, (functions, rounds) in measured.items():
@@ -289,10 +302,18 @@ def run(args: argparse.Namespace) -> dict:
     overrides = {"prompt_len": args.prompt_len, "new_tokens": args.new_tokens}
     settings = {"shape": args.shape, "overrides": overrides, "device": args.device, "dtype": args.dtype}
     clock = getattr(args, "clock", "wall")
-    result = generation_speed(**settings, repeats=args.repeats, warmup=args.warmup, threads=args.threads, clock=clock)
-    sweep = ttft_by_prompt_length(args.shape, args.device, args.dtype, threads=args.threads, clock=clock)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # The same four models serve every measurement: weights never depend on the prompt sizes.
+    models = build_models(GENERATION_KINDS, get_shape(args.shape), args.device, args.dtype)
+    result = generation_speed(
+        **settings, repeats=args.repeats, warmup=args.warmup, threads=args.threads, clock=clock, models=models
+    )
+    sweep = ttft_by_prompt_length(
+        args.shape, args.device, args.dtype, threads=args.threads, clock=clock, models=models
+    )
     settings |= {"repeats": args.repeats, "warmup": args.warmup, "clock": clock}
-    paired = paired_step_ratios(args.shape, args.device, args.dtype, threads=args.threads)
+    paired = paired_step_ratios(args.shape, args.device, args.dtype, threads=args.threads, models=models)
     return {"settings": settings, **result, "ttft_sweep": sweep, "paired_steps": paired}
 
 
