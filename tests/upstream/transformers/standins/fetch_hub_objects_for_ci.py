@@ -5,6 +5,8 @@ drawn locally (deterministic, with the fixture's file name); any other fixture (
 does not exist, so a test that needs one fails clearly instead of reaching the network.
 """
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 _FIXTURES = Path(tempfile.mkdtemp(prefix="lavin-upstream-fixtures-"))
+atexit.register(shutil.rmtree, _FIXTURES, ignore_errors=True)
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
