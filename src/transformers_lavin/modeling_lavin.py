@@ -8,15 +8,16 @@ know; they inherit its outputs, cache handling, embedding accessors and generati
   The token is never attended by the sequence; it only drives the routers of the MMA adapters (see
   `transformers_lavin.mma`), which is why it is not placed in the sequence here but passed as `modality_ids`,
 - an image placeholder id that may lie outside the LLM's vocabulary (no embedding resize is needed).
-"""
 
-from __future__ import annotations
+Where LaVIN behaves differently from LLaVA on purpose (image tokens without `pixel_values` raise): docs/model.md.
+"""
 
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers.cache_utils import Cache
+from transformers.generation import GenerationMixin
 from transformers.initialization import normal_, xavier_uniform_, zeros_
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
@@ -66,6 +67,15 @@ class LavinPreTrainedModel(LlavaPreTrainedModel):
     config_class = LavinConfig
     _no_split_modules = ["CLIPEncoderLayer", "LlamaDecoderLayer"]
 
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        # transformers skips modules without parameters of their own (CLIP's attention and MLP, whose `_init_weights`
+        # sets their children's std) when the top model is custom code, in case that code writes weights in place and
+        # would overwrite loaded ones. LaVIN's `_init_weights` writes through `transformers.initialization`, which
+        # honours the loaded-weight flags, so weights missing from a checkpoint get each sub-model's own
+        # initialisation, as in transformers' composite models.
+        return False
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         # The reference initialises its own parts this way (Xavier projector, zero biases, N(0, 1) modality token).
@@ -103,18 +113,24 @@ class LavinModel(LavinPreTrainedModel, LlavaModel):
         Returns:
             [`BaseModelOutputWithPooling`]: the vision tower's outputs, with `pooler_output` of shape
             `(num_images, num_image_tokens, text_hidden_size)`: the [CLS] token of each hidden state in
-            `config.vision_feature_layers`, projected to the LLM width. `hidden_states` are returned only when
-            `output_hidden_states=True`.
+            `config.vision_feature_layers`, projected to the LLM width. `hidden_states` (all of the vision tower's) are
+            returned when `output_hidden_states=True` is passed or set in `config.output_hidden_states`.
         """
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             raise ValueError(
                 f"pixel_values must have shape (num_images, 3, height, width); got {tuple(pixel_values.shape)}. "
                 "Prepare images with LavinProcessor."
             )
-        output_hidden_states = kwargs.pop("output_hidden_states", False)
+        output_hidden_states = kwargs.pop("output_hidden_states", None)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         vision_dtype = self.vision_tower.get_input_embeddings().weight.dtype
+        # Unless all hidden states are asked for, the vision tower keeps only those the visual tokens use, as LLaVA does.
         image_outputs = self.vision_tower(
-            pixel_values.to(vision_dtype), output_hidden_states=True, return_dict=True, **kwargs
+            pixel_values.to(vision_dtype),
+            output_hidden_states=True if output_hidden_states else list(self.config.vision_feature_layers),
+            return_dict=True,
+            **kwargs,
         )
         cls_tokens = torch.stack([image_outputs.hidden_states[i][:, 0] for i in self.config.vision_feature_layers], 1)
         projector_dtype = self.multi_modal_projector.linear_1.weight.dtype
@@ -251,7 +267,7 @@ class LavinModel(LavinPreTrainedModel, LlavaModel):
         return LavinModelOutputWithPast(**outputs, image_outputs=image_outputs)
 
 
-class LavinForConditionalGeneration(LavinPreTrainedModel, LlavaForConditionalGeneration):
+class LavinForConditionalGeneration(LavinPreTrainedModel, LlavaForConditionalGeneration, GenerationMixin):
     """
     LaVIN with a language-modelling head, for training and generation.
 

@@ -1,14 +1,18 @@
-"""LaVIN processor: image processor + tokenizer, writing LaVIN's image prefix after BOS."""
+"""LaVIN processor: image processor + tokenizer, writing LaVIN's image prefix after BOS.
 
-from __future__ import annotations
+Where it differs from LLaVA's processor on purpose (the `"Image: N/A"` prefix of a text-only prompt, the code files
+saved with it): docs/model.md.
+"""
 
-from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageInput
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+from transformers.processing_utils import MultiModalData, ProcessingKwargs, Unpack
+from transformers.tokenization_utils_base import TextInput, TruncationStrategy
 
 from .image_loading import load_image
 
@@ -55,6 +59,39 @@ DEFAULT_CHAT_TEMPLATE = (
 ESCAPE = "\ue000"
 
 
+# Text options of `ProcessingKwargs` that LaVIN's own tokenization (ids written per sample, then padded) cannot
+# honour. Passing one is an error rather than an option silently ignored.
+UNSUPPORTED_TEXT_OPTIONS = (
+    "text_pair",
+    "text_target",
+    "text_pair_target",
+    "stride",
+    "is_split_into_words",
+    "return_token_type_ids",
+    "return_overflowing_tokens",
+    "return_special_tokens_mask",
+    "return_length",
+    "sanitize_control_tokens",
+)
+
+
+def _refuse_unsupported_text_options(text_kwargs: dict) -> None:
+    given = sorted(key for key in UNSUPPORTED_TEXT_OPTIONS if text_kwargs.pop(key, None))
+    if given:
+        raise ValueError(
+            f"LavinProcessor does not support {', '.join(given)}: it writes LaVIN's layout itself (user text is "
+            "escaped by apply_chat_template or processor.escape_special_tokens, not by sanitize_control_tokens)."
+        )
+
+
+class _Tokenized(NamedTuple):
+    """One prompt's text tokens, their offsets (or None) and a record of each image placeholder it holds."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]] | None
+    replacements: list[dict]
+
+
 def lavin_image_processor(image_size: int = 224) -> CLIPImageProcessorPil:
     """The reference's image preprocessing: resize to a square (bicubic, no crop), ImageNet mean and std."""
     return CLIPImageProcessorPil(
@@ -78,7 +115,8 @@ class LavinProcessor(ProcessorMixin):
     Any other count (placeholders without images, several images without placeholders, ...) is a clear error. The
     prefix is written when the text starts with the BOS token (as chat-template output does) or when
     `add_special_tokens=True` (the default); other text, such as a completion that TRL tokenizes on its own, is
-    tokenized as it is.
+    tokenized as it is (its `<image>` placeholders still take their images). Where this differs from LLaVA's
+    processor on purpose: docs/model.md.
 
     Special tokens in text (the rule, see docs/security.md): text never turns into padding, unknown or any added
     special token other than the image placeholder; those strings are tokenized as the characters they are
@@ -215,19 +253,27 @@ class LavinProcessor(ProcessorMixin):
         prefix_ids = self.tokenizer.encode(self.image_prefix, add_special_tokens=False)
         return prefix_ids + [self.image_token_id] * self.num_image_tokens
 
-    def _tokenize_text(
-        self, text: str, with_offsets: bool, shift: int = 0
-    ) -> tuple[list[int], list[tuple[int, int]] | None, int]:
+    def replace_image_token(self, image_inputs: dict | None = None, image_idx: int = 0, **kwargs) -> str:
+        """
+        The text an `<image>` placeholder stands for once expanded: `image_prefix`, then `num_image_tokens` image
+        tokens, the same for every image (LaVIN's visual tokens do not depend on the image size). The processor writes
+        these ids itself; the string is what `text_replacement_offsets` reports.
+        """
+        return self.image_prefix + self.image_token * self.num_image_tokens
+
+    def _tokenize_text(self, text: str, with_offsets: bool, shift: int = 0) -> _Tokenized:
         """
         Tokenize without reading special tokens, except unescaped EOS strings and image placeholders (each becomes
-        [`_image_ids`]); offsets index `text` itself, plus `shift` (none for an image). Also returns the number of
-        placeholders.
+        [`_image_ids`]). Offsets index the expanded text: `text` (plus `shift` characters before it) with each
+        placeholder replaced by [`replace_image_token`]; the image's own tokens get `(0, 0)`, as added tokens do.
         """
         tokenizer, eos, image = self.tokenizer, self.tokenizer.eos_token, self.image_token
+        replacement = self.replace_image_token()
         ids: list[int] = []
         offsets: list[tuple[int, int]] = []
-        placeholders = 0
-        run, positions = [], []  # a stretch of literal text, and where each of its characters is in `text`
+        replacements: list[dict] = []
+        gained = 0  # characters the placeholders so far added to the expanded text
+        run, positions = [], []  # a stretch of literal text, and where each of its characters is expanded
 
         def flush() -> None:
             if not run:
@@ -246,28 +292,38 @@ class LavinProcessor(ProcessorMixin):
 
         index = 0
         while index < len(text):
+            position = shift + index + gained
             if text[index] == ESCAPE and index + 1 < len(text):
                 run.append(text[index + 1])
-                positions.append(shift + index + 1)
+                positions.append(position + 1)
                 index += 2
             elif eos and text.startswith(eos, index):
                 flush()
                 ids.append(tokenizer.eos_token_id)
-                offsets.append((shift + index, shift + index + len(eos)))
+                offsets.append((position, position + len(eos)))
                 index += len(eos)
             elif text.startswith(image, index):
                 flush()
                 image_ids = self._image_ids()
                 ids.extend(image_ids)
                 offsets.extend([(0, 0)] * len(image_ids))  # inputs, never part of an answer
-                placeholders += 1
+                replacements.append(
+                    {
+                        "type": "image",
+                        "span": (shift + index, shift + index + len(image)),
+                        "new_span": (position, position + len(replacement)),
+                        "text": image,
+                        "replacement": replacement,
+                    }
+                )
+                gained += len(replacement) - len(image)
                 index += len(image)
             else:
                 run.append(text[index])
-                positions.append(shift + index)
+                positions.append(position)
                 index += 1
         flush()
-        return ids, offsets if with_offsets else None, placeholders
+        return _Tokenized(ids, offsets if with_offsets else None, replacements)
 
     def _strip_bos(self, text: str, add_prefix: bool) -> tuple[str, int, bool]:
         """`text` without a leading BOS, the characters removed, and whether the sample gets LaVIN's prefix."""
@@ -276,9 +332,9 @@ class LavinProcessor(ProcessorMixin):
             return text[len(bos) :], len(bos), True
         return text, 0, add_prefix
 
-    def _encode_sample(self, index: int, text: str, tokenized: tuple, num_images: int, add_prefix: bool):
+    def _encode_sample(self, index: int, text: str, tokenized: _Tokenized, num_images: int, add_prefix: bool):
         tokenizer = self.tokenizer
-        text_ids, text_offsets, placeholders = tokenized
+        placeholders = len(tokenized.replacements)
         if placeholders != num_images and not (placeholders == 0 and num_images == 1):
             raise ValueError(
                 f"Prompt {index} has {placeholders} {self.image_token} placeholder(s) but {num_images} image(s). Write "
@@ -287,10 +343,11 @@ class LavinProcessor(ProcessorMixin):
                 "processor.escape_special_tokens."
             )
         if not add_prefix:
-            if num_images:
+            if num_images and not placeholders:
                 raise ValueError(
-                    "An image was given for a text that gets no LaVIN prefix (no BOS and add_special_tokens=False). "
-                    "Start the text with the BOS token or pass add_special_tokens=True."
+                    "An image without an <image> placeholder goes into LaVIN's slot after BOS, but this text gets no "
+                    "prefix (no BOS and add_special_tokens=False). Start the text with the BOS token, pass "
+                    "add_special_tokens=True, or write the placeholder where the image goes."
                 )
             prefix_ids: list[int] = []
         else:
@@ -303,24 +360,15 @@ class LavinProcessor(ProcessorMixin):
             else:
                 prefix_text = self.image_prefix + self.no_image_text
                 prefix_ids = [tokenizer.bos_token_id, *tokenizer.encode(prefix_text, add_special_tokens=False)]
-        ids = prefix_ids + text_ids
-        offsets = None if text_offsets is None else [(0, 0)] * len(prefix_ids) + text_offsets
+        ids = prefix_ids + tokenized.ids
+        offsets = None if tokenized.offsets is None else [(0, 0)] * len(prefix_ids) + tokenized.offsets
         return ids, offsets
 
     def __call__(
         self,
-        images=None,
-        text: str | Sequence[str] | None = None,
-        *,
-        padding: bool | str = False,
-        padding_side: str | None = None,
-        truncation: bool = False,
-        max_length: int | None = None,
-        pad_to_multiple_of: int | None = None,
-        add_special_tokens: bool = True,
-        return_offsets_mapping: bool = False,
-        return_tensors: str | None = None,
-        **kwargs,
+        images: ImageInput | None = None,
+        text: TextInput | list[TextInput] | None = None,
+        **kwargs: Unpack[ProcessingKwargs],
     ) -> BatchFeature:
         """
         Tokenize `text` and process `images` into `input_ids`, `attention_mask` and, when any image is given,
@@ -329,23 +377,45 @@ class LavinProcessor(ProcessorMixin):
         Args:
             images: `None`, one image, one list per prompt (possibly empty, e.g. `[[img1, img2], []]`, as TRL's
                 collator sends them), or a flat list: it fills the `<image>` placeholders of all prompts in order
-                when they have any, else gives one image per prompt. Images may be PIL images, uint8 numpy arrays or
-                file paths; every mode is converted to RGB (see `to_rgb`).
+                when they have any, else gives one image per prompt. Images may be PIL images, uint8 numpy arrays,
+                file paths, `http(s)://` URLs, `data:image/...;base64,` URLs or base64 image bytes (see
+                [`~image_loading.load_image`]); every mode is converted to RGB.
             text: one prompt or a list of prompts. Each `<image>` (the processor's `image_token`) marks where the
                 prompt's next image goes; a prompt with one image may leave it out (LaVIN's slot after BOS).
-            truncation / max_length: cut sequences to `max_length` tokens from the right; never inside an image.
+            kwargs ([`ProcessingKwargs`]):
+                Tokenizer and image-processor options, flat or per modality (`text_kwargs=`, `images_kwargs=`), merged
+                with the tokenizer's init options as in every transformers processor. Text: `padding`,
+                `padding_side`, `pad_to_multiple_of`, `max_length`, `truncation` (cuts from the right, never inside an
+                image), `add_special_tokens`, `return_attention_mask`, `return_offsets_mapping` (offsets index the
+                text with each placeholder expanded), `return_tensors`. Images: any option of the image processor
+                (`do_rescale`, `size`, ...). Also `return_mm_token_type_ids` and `return_text_replacement_offsets`.
+                An unknown name is warned about and ignored, as in transformers' processors; a text option LaVIN
+                cannot honour (`stride`, `text_pair`, ...) is an error.
         """
+        for modality in ("videos", "audio"):
+            if kwargs.pop(modality, None) is not None:
+                raise ValueError(f"LavinProcessor takes images and text; got {modality}.")
         if text is None:
             raise ValueError("LavinProcessor needs text (a prompt per sample); images alone are not enough.")
         # Outputs are batched even for one string, as other transformers processors.
         texts = [text] if isinstance(text, str) else list(text)
         if not all(isinstance(t, str) for t in texts):
             raise TypeError("text must be a string or a list of strings.")
+        merged = self._merge_kwargs(tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
+        text_kwargs, images_kwargs = merged["text_kwargs"], merged["images_kwargs"]
+        return_tensors = text_kwargs.pop("return_tensors", None)
+        images_kwargs.pop("return_tensors", None)
+        _refuse_unsupported_text_options(text_kwargs)
+        add_special_tokens = text_kwargs.pop("add_special_tokens", True)
+        with_offsets = bool(text_kwargs.pop("return_offsets_mapping", False))
+        truncation = text_kwargs.pop("truncation", False)
+        truncation = bool(truncation) and truncation not in ("do_not_truncate", TruncationStrategy.DO_NOT_TRUNCATE)
+        max_length = text_kwargs.pop("max_length", None)
+        padding_side = text_kwargs.pop("padding_side", None)
+
         stripped = [self._strip_bos(sample_text, add_special_tokens) for sample_text in texts]
-        tokenized = [
-            self._tokenize_text(sample_text, return_offsets_mapping, shift) for sample_text, shift, _ in stripped
-        ]
-        per_sample = self._images_per_sample(images, [placeholders for _, _, placeholders in tokenized])
+        tokenized = [self._tokenize_text(sample_text, with_offsets, shift) for sample_text, shift, _ in stripped]
+        per_sample = self._images_per_sample(images, [len(sample.replacements) for sample in tokenized])
 
         all_ids, all_offsets = [], []
         for index, ((sample_text, _, add_prefix), sample_tokens, sample_images) in enumerate(
@@ -370,28 +440,49 @@ class LavinProcessor(ProcessorMixin):
             all_ids.append(ids)
             all_offsets.append(offsets)
 
-        encoded = {"input_ids": all_ids}
-        padded = self.tokenizer.pad(
-            encoded,
-            padding=padding,
-            max_length=max_length,
-            pad_to_multiple_of=pad_to_multiple_of,
-            padding_side=padding_side,
-            return_attention_mask=True,
+        data = dict(
+            self.tokenizer.pad(
+                {"input_ids": all_ids},
+                padding=text_kwargs.pop("padding", False),
+                max_length=max_length,
+                pad_to_multiple_of=text_kwargs.pop("pad_to_multiple_of", None),
+                padding_side=padding_side,
+                return_attention_mask=text_kwargs.pop("return_attention_mask", None) is not False,
+            )
         )
-        data = dict(padded)
-        if return_offsets_mapping:
+        if with_offsets:
             data["offset_mapping"] = self._pad_offsets(all_offsets, data["input_ids"], padding_side)
+        if merged.get("return_mm_token_type_ids"):
+            data["mm_token_type_ids"] = self.create_mm_token_type_ids(data["input_ids"])
+        if merged.get("return_text_replacement_offsets"):
+            data["text_replacement_offsets"] = [sample.replacements for sample in tokenized]
 
-        reduce_to = self.input_image_size()
+        reduce_to = self.input_image_size(images_kwargs)
         flat_images = [
             load_image(image, reduce_to=reduce_to) for sample_images in per_sample for image in sample_images
         ]
         if flat_images:
             data["pixel_values"] = np.asarray(
-                self.image_processor(images=flat_images, return_tensors="np")["pixel_values"]
+                self.image_processor(images=flat_images, return_tensors="np", **images_kwargs)["pixel_values"]
             )
-        return BatchFeature(data=data, tensor_type=return_tensors)
+        return BatchFeature(data=data, tensor_type=return_tensors, skip_tensor_conversion=self.skip_tensor_conversion)
+
+    def _get_num_multimodal_tokens(self, image_sizes: list[list[int]] | None = None, **kwargs) -> MultiModalData:
+        """
+        The number of image tokens each image takes, for serving engines (as LLaVA's processor reports it).
+
+        Args:
+            image_sizes (`list[list[int]]`, *optional*):
+                `(height, width)` of each image. LaVIN gives every image `num_image_tokens` tokens, whatever its size.
+
+        Returns:
+            [`MultiModalData`]: `num_image_tokens` and `num_image_patches` (1) per image.
+        """
+        if image_sizes is None:
+            return MultiModalData()
+        return MultiModalData(
+            num_image_tokens=[self.num_image_tokens] * len(image_sizes), num_image_patches=[1] * len(image_sizes)
+        )
 
     def _pad_offsets(self, offsets: list[list], padded_ids: list[list[int]], padding_side: str | None) -> list:
         side = padding_side or self.tokenizer.padding_side
@@ -401,9 +492,17 @@ class LavinProcessor(ProcessorMixin):
             result.append(pad + sample_offsets if side == "left" else sample_offsets + pad)
         return result
 
-    def input_image_size(self) -> tuple[int, int] | None:
-        """`(height, width)` the image processor resizes to, so big images can be shrunk before that."""
-        size = getattr(self.image_processor, "size", None) or {}
+    def input_image_size(self, images_kwargs: dict | None = None) -> tuple[int, int] | None:
+        """
+        `(height, width)` the image processor resizes to (with `images_kwargs` given at call time), so big images can
+        be shrunk before that; `None` when it does not resize.
+        """
+        images_kwargs = images_kwargs or {}
+        if not images_kwargs.get("do_resize", getattr(self.image_processor, "do_resize", True)):
+            return None
+        size = images_kwargs.get("size") or getattr(self.image_processor, "size", None) or {}
+        if isinstance(size, int):
+            return size, size
         if "height" in size and "width" in size:
             return int(size["height"]), int(size["width"])
         if "shortest_edge" in size:

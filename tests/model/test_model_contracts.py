@@ -1,9 +1,20 @@
 """Contracts that transformers' common model tests check for every model, run on a tiny LaVIN."""
 
+import inspect
+
 import pytest
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StaticCache
+from safetensors.torch import load_file, save_file
+from transformers import (
+    AutoModelForImageTextToText,
+    GenerationMixin,
+    LlavaForConditionalGeneration,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StaticCache,
+)
 
+from transformers_lavin import LavinForConditionalGeneration, LavinModel
 from transformers_lavin.testing_utils import build_byte_tokenizer, build_tiny_lavin, tiny_lavin_config
 
 
@@ -42,6 +53,75 @@ def test_get_image_features_follows_the_v5_convention(tiny, mixed_batch):
     assert outputs.pooler_output.shape == (1, model.config.num_image_tokens, model.config.text_config.hidden_size)
     assert isinstance(as_tuple, tuple)
     torch.testing.assert_close(as_tuple[1], outputs.pooler_output, rtol=0, atol=0)
+
+
+def test_get_image_features_follows_config_output_hidden_states(tiny, mixed_batch):
+    model, _ = tiny
+    pixel_values = mixed_batch["pixel_values"]
+    with torch.no_grad():
+        requested = model.get_image_features(pixel_values, output_hidden_states=True)
+        model.config.output_hidden_states = True
+        from_config = model.get_image_features(pixel_values)
+        overridden = model.get_image_features(pixel_values, output_hidden_states=False)
+        reference = model.model.vision_tower(pixel_values, output_hidden_states=True).hidden_states
+    assert len(from_config.hidden_states) == len(reference) == model.config.vision_config.num_hidden_layers + 1
+    for state, requested_state, expected in zip(
+        from_config.hidden_states, requested.hidden_states, reference, strict=True
+    ):
+        torch.testing.assert_close(state, expected, rtol=0, atol=0)
+        torch.testing.assert_close(requested_state, expected, rtol=0, atol=0)
+    assert overridden.hidden_states is None
+    torch.testing.assert_close(from_config.pooler_output, overridden.pooler_output, rtol=0, atol=0)
+
+
+def test_generation_mixin_is_a_direct_base():
+    assert GenerationMixin in LavinForConditionalGeneration.__bases__
+    assert LavinForConditionalGeneration.can_generate() and not LavinModel.can_generate()
+
+
+def _typed_kwargs(method) -> set[str]:
+    """The keyword names `**kwargs: Unpack[...]` declares, read as transformers' testers read them."""
+    return set(inspect.signature(method).parameters["kwargs"].annotation.__args__[0].__annotations__)
+
+
+@pytest.mark.parametrize("method", ["forward", "get_image_features"])
+def test_typed_kwargs_are_visible_to_transformers_as_llavas_are(method):
+    # A string annotation (`from __future__ import annotations`) has no `__args__`: transformers would then think
+    # the model cannot return attentions and skip the tests that compare them.
+    expected = _typed_kwargs(getattr(LlavaForConditionalGeneration, method))
+    assert "output_attentions" in expected
+    assert _typed_kwargs(getattr(LavinForConditionalGeneration, method)) == expected
+    assert _typed_kwargs(getattr(LavinModel, method)) == expected
+
+
+def test_weights_missing_from_a_checkpoint_get_clips_own_initialisation(tmp_path):
+    """CLIP initialises its attention and MLP projections with widths of its own, not the generic std 0.02."""
+    model, _ = build_tiny_lavin(seed=0, vision_hidden_size=64, vision_layers=4)
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    missing = [key for key in weights if ".encoder.layers." in key and "vision_tower" in key]
+    save_file({k: v for k, v in weights.items() if k not in missing}, tmp_path / "model.safetensors")
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path)
+
+    vision = model.config.vision_config
+    width, layers = vision.hidden_size, vision.num_hidden_layers
+    in_proj, out_proj = width**-0.5 * (2 * layers) ** -0.5, width**-0.5  # CLIP's formulas, factor 1
+    expected_std = {"q_proj": in_proj, "k_proj": in_proj, "v_proj": in_proj, "out_proj": out_proj}
+    expected_std |= {"fc1": (2 * width) ** -0.5, "fc2": in_proj}
+    state = reloaded.state_dict()
+    checked = 0
+    for key in missing:
+        kind = key.split(".")[-2]
+        if key.endswith(".weight") and kind in expected_std:
+            assert state[key].std().item() == pytest.approx(expected_std[kind], rel=0.15), key
+            checked += 1
+        elif key.endswith(".bias") and kind in expected_std:
+            assert torch.count_nonzero(state[key]) == 0, key
+    assert checked == 6 * layers
+    # Loaded weights are kept as they were.
+    for key, value in weights.items():
+        if key not in missing:
+            torch.testing.assert_close(state[key], value, rtol=0, atol=0)
 
 
 def test_generate_from_inputs_embeds_for_text_only_input(tiny):
