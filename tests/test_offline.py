@@ -1,8 +1,10 @@
-"""Importing the package reaches no network: Hub kernels stay off unless `USE_HUB_KERNELS` asks for them.
+"""Importing the package turns off what would reach the network unasked: Hub kernels (`USE_HUB_KERNELS=YES` opts in)
+and telemetry (`HF_HUB_DISABLE_TELEMETRY=0` opts in).
 
 transformers 5.25 installs `kernels`, with which bitsandbytes asks the Hub for a CPU kernel when it is imported and
-`from_pretrained` kernelizes models by default. These tests run the imports in fresh interpreters where every socket
-connection and name lookup raises and is counted, so a request a library swallows is still seen.
+`from_pretrained` kernelizes models by default; TRL's trainers report each run through huggingface_hub's telemetry.
+These tests run the imports in fresh interpreters where every socket connection and name lookup raises and is
+counted, so a request a library swallows is still seen.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
-from transformers_lavin.offline import HUB_KERNELS_SWITCH
+from transformers_lavin.offline import HUB_KERNELS_SWITCH, TELEMETRY_SWITCH
 from transformers_lavin.testing_utils import build_tiny_lavin
 
 # Every connection and name lookup raises (as offline) and is recorded, whatever the host: loopback included.
@@ -31,6 +33,10 @@ socket.socket.connect = socket.socket.connect_ex = refuse
 socket.getaddrinfo = lambda *args, **kwargs: refuse(None, *args)
 for name in sys.argv[1:]:
     __import__(name)
+# A report as TRL's trainers send one; it goes out on a thread: wait for it.
+from huggingface_hub.utils import _telemetry, send_telemetry
+send_telemetry("trl/SFTTrainer", library_name="trl", library_version="1.16.0")
+_telemetry._TELEMETRY_QUEUE.join()
 from transformers_lavin.offline import hub_kernels_requested
 print(json.dumps({"attempts": attempts, "requested": hub_kernels_requested(),
                   "switch": __import__("os").environ.get("USE_HUB_KERNELS")}))
@@ -38,7 +44,8 @@ print(json.dumps({"attempts": attempts, "requested": hub_kernels_requested(),
 
 
 def _import_with_sockets_refused(modules: list[str], **env: str) -> dict:
-    environment = {k: v for k, v in os.environ.items() if k not in (HUB_KERNELS_SWITCH, "HF_HUB_OFFLINE")}
+    switches = (HUB_KERNELS_SWITCH, TELEMETRY_SWITCH, "HF_HUB_OFFLINE", "DO_NOT_TRACK", "DISABLE_TELEMETRY", "CI")
+    environment = {k: v for k, v in os.environ.items() if k not in switches}
     result = subprocess.run(
         [sys.executable, "-c", IMPORT_WITH_SOCKETS_REFUSED, *modules],
         env={**environment, **env},
@@ -63,6 +70,11 @@ def test_importing_the_package_peft_and_bitsandbytes_opens_no_socket():
     imported = _import_with_sockets_refused(["transformers_lavin", "peft", "bitsandbytes"])
     assert imported["attempts"] == []
     assert imported["requested"] is False and imported["switch"] == "NO"
+
+
+def test_telemetry_is_sent_when_the_user_allows_it():
+    imported = _import_with_sockets_refused(["transformers_lavin"], HF_HUB_DISABLE_TELEMETRY="0")
+    assert any("huggingface.co" in attempt for attempt in imported["attempts"])  # the report was tried, and refused
 
 
 def test_hub_kernels_are_used_when_the_user_asks():

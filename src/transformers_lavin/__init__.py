@@ -1,12 +1,12 @@
 """transformers-lavin: LaVIN and Mixture-of-Modality Adaptation (MMA) for transformers, PEFT and TRL.
 
-Importing the package registers the `lavin` model type with transformers' Auto classes and MMA with PEFT, and keeps
-Hub kernels off unless the user asked for them (`transformers_lavin.offline`).
+Importing the package registers the `lavin` model type with transformers' Auto classes and MMA with PEFT, and turns
+off what would reach the network unasked: Hub kernels and telemetry (`transformers_lavin.offline`).
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
-# First, before PEFT imports bitsandbytes: filter other libraries' notices, keep Hub kernels off unless asked for.
+# First, before PEFT imports bitsandbytes: filter other libraries' notices, no Hub kernels or telemetry unasked.
 from . import _logging, offline  # noqa: F401
 from .assembly import build_lavin_from_parts
 from .configuration_lavin import LavinConfig
