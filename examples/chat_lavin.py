@@ -18,6 +18,8 @@ import argparse
 import time
 
 import torch
+
+import transformers_lavin  # noqa: F401  # isort: skip  (before TRL imports bitsandbytes: no Hub kernel fetched)
 from transformers import pipeline
 from trl import SFTConfig
 
