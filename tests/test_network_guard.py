@@ -3,6 +3,7 @@ subprocesses, and fails a test whose attempt a library swallowed."""
 
 from __future__ import annotations
 
+import os
 import socket
 import socketserver
 import subprocess
@@ -114,6 +115,7 @@ def test_attempts_a_library_swallowed_fail_the_test_or_the_module_import(tmp_pat
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin, str(tmp_path)],
         cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"},  # the outer run's options are not for it
         capture_output=True,
         text=True,
         timeout=120,
