@@ -98,7 +98,9 @@ class NetworkGuard:
 
     def _refuse(self, what: str) -> None:
         frames = [frame for frame in traceback.extract_stack() if frame.filename != __file__]
-        where = "".join(traceback.format_list(frames[-30:]))
+        if len(frames) > 30:  # where it started (a test, an import) and how it reached the socket
+            frames = [*frames[:10], ("...", 0, "...", None), *frames[-20:]]
+        where = "".join(traceback.format_list(frames))
         attempt = f"{what} (process {os.getpid()}) from:\n{where}"
         if self.in_subprocess:
             with open(self.log_path, "a", encoding="utf-8") as log:
