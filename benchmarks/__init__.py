@@ -2,3 +2,6 @@
 
 Run `python -m benchmarks.run_all --help` from the repository root; see `benchmarks/README.md`.
 """
+
+# First, before a benchmark imports PEFT (which imports bitsandbytes): no Hub kernels or telemetry unasked.
+import transformers_lavin  # noqa: E402, F401

@@ -170,7 +170,7 @@ def build_model(
             raise ValueError("Merging folds adapters into full-precision weights; a 4-bit base cannot be merged.")
         quantize_llm_4bit(model, compute_dtype=dtype if dtype != torch.float32 else torch.bfloat16)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if kind in ("mma", "mma_merged"):
         model = get_peft_model(model, MMAConfig())
         if kind == "mma_merged":

@@ -18,6 +18,8 @@ import argparse
 import time
 
 import torch
+
+import transformers_lavin  # noqa: F401  # isort: skip  (before TRL imports bitsandbytes: no Hub kernel fetched)
 from transformers import pipeline
 from trl import SFTConfig
 
@@ -84,7 +86,7 @@ def run(output_dir: str, num_train: int = 2000, pretrain_steps: int = 300, steps
     before = image_question_accuracy(model, processor, test)
     args = SFTConfig(output_dir=output_dir, max_steps=steps, per_device_train_batch_size=16, learning_rate=1e-2,
                      lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=50, save_strategy="no",
-                     report_to=[], seed=seed, bf16=False, gradient_checkpointing=False, max_length=None,
+                     report_to=[], seed=seed, bf16=False, activation_checkpointing=False, max_length=None,
                      use_cpu=True, disable_tqdm=True, assistant_only_loss=True)  # fmt: skip
     trainer = build_trainer(model, processor, train.select_columns(["messages", "images"]), args,
                             MMAArguments(mma_dropout=0.0))  # fmt: skip

@@ -1,11 +1,13 @@
 """transformers-lavin: LaVIN and Mixture-of-Modality Adaptation (MMA) for transformers, PEFT and TRL.
 
-Importing the package registers the `lavin` model type with transformers' Auto classes and MMA with PEFT.
+Importing the package registers the `lavin` model type with transformers' Auto classes and MMA with PEFT, and turns
+off what would reach the network unasked: Hub kernels and telemetry (`transformers_lavin.offline`).
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
-from . import _logging  # noqa: F401  (first: filters other libraries' notices before PEFT imports bitsandbytes)
+# First, before PEFT imports bitsandbytes: filter other libraries' notices, no Hub kernels or telemetry unasked.
+from . import _logging, offline  # noqa: F401
 from .assembly import build_lavin_from_parts
 from .configuration_lavin import LavinConfig
 from .mma import MMAConfig, MMAModel, compute_routing_table, register_mma_with_peft

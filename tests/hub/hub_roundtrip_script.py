@@ -64,10 +64,12 @@ def run_snippet(code: str) -> str:
 
 
 def push_phase(out: Path) -> dict:
+    # The package first, as its README imports it: it keeps Hub kernels off before PEFT imports bitsandbytes.
+    from transformers_lavin import MMAConfig  # isort: skip
+
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    from transformers_lavin import MMAConfig
     from transformers_lavin.hub import push_adapter_to_hub, push_model_to_hub
     from transformers_lavin.testing_utils import build_tiny_lavin
 

@@ -200,4 +200,5 @@ def test_namespace_comes_from_the_token_owner_and_every_endpoint_was_known(round
         "Upload processor",
         "Add model card",
     ]
+    assert not [path for _, path in hub.requests if "kernels-community" in path]  # no Hub kernel was asked for
     assert hub.unhandled == []

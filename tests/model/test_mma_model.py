@@ -143,7 +143,7 @@ def test_gradient_checkpointing_gives_equal_outputs_and_gradients(attn_implement
         base.set_attn_implementation(attn_implementation)
         model = mma_model(base, seed=2, adapter_type=adapter_type, dropout=0.1)
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
         model.train()
         torch.manual_seed(5)
         outputs = model(
@@ -175,7 +175,7 @@ def test_eager_and_sdpa_agree(mixed_batch):
 def test_reentrant_checkpointing_is_refused_with_a_clear_error(tiny, mixed_batch):
     base, _ = tiny
     model = mma_model(base, seed=2)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
     model.train()
     with pytest.raises(RuntimeError, match="use_reentrant': False"):
         model(**mixed_batch)

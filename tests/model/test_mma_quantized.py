@@ -36,11 +36,11 @@ def test_lavin_lite_trains_full_precision_adapters_on_a_quantised_llm(bits, laye
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
 
 
-def test_4bit_bf16_runs_offline_without_the_kernels_package(tmp_path):
-    """bitsandbytes' CPU path falls back to its own kernel when the Hub kernel cannot be fetched."""
-    import importlib.util
+def test_4bit_bf16_runs_on_the_bitsandbytes_cpu_kernel(tmp_path):
+    """bitsandbytes' CPU path uses its own kernel: the package keeps the Hub one off (`transformers_lavin.offline`)."""
+    from bitsandbytes.backends.cpu import ops
 
-    assert importlib.util.find_spec("kernels") is None  # the offline case this covers
+    assert getattr(ops, "gemm_4bit_forward_kernel", None) is None  # no Hub kernel, with or without `kernels`
     # bitsandbytes' bf16 CPU kernel packs whole 64-value blocks per input row: widths >= 64.
     base, processor = build_tiny_lavin(seed=0, text_hidden_size=64)
     base.save_pretrained(tmp_path)

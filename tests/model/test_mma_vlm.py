@@ -113,7 +113,7 @@ def test_gradient_checkpointing_gives_equal_loss_and_adapter_gradients(model_typ
     for checkpointing in (False, True):
         model = mma_model(build_tiny_vlm(model_type))
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             assert any(
                 getattr(m, "gradient_checkpointing", False) for m in model.get_base_model().get_decoder().layers
             )

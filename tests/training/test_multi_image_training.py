@@ -51,7 +51,7 @@ def test_sft_trainer_trains_on_rows_with_two_images(tmp_path):
     dataset = datasets.Dataset.from_list([rows[i] for i in (0, 2, 3)] * 2)
     config = SFTConfig(
         output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=3, learning_rate=1e-2,
-        logging_steps=1, save_strategy="no", report_to=[], bf16=False, gradient_checkpointing=False,
+        logging_steps=1, save_strategy="no", report_to=[], bf16=False, activation_checkpointing=False,
         max_length=None, use_cpu=True, disable_tqdm=True, seed=0, assistant_only_loss=True,
     )  # fmt: skip
     trainer = build_trainer(model, processor, dataset, config, MMAArguments(mma_dropout=0.0))

@@ -35,7 +35,7 @@ def _config(output_dir, **overrides) -> SFTConfig:
         save_strategy="no",
         report_to=[],
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         max_length=None,
         use_cpu=True,
         disable_tqdm=True,
@@ -103,23 +103,23 @@ def test_sft_trains_only_adapters_on_mixed_batches_and_the_adapter_reloads(synth
 
 
 def test_gradient_checkpointing_is_made_non_reentrant_and_trains(synthetic_train, tmp_path):
-    config = _config(tmp_path / "out", gradient_checkpointing=True, max_steps=2)
+    config = _config(tmp_path / "out", activation_checkpointing=True, max_steps=2)
     check_gradient_checkpointing(config)
-    assert config.gradient_checkpointing_kwargs == {"use_reentrant": False}
+    assert config.activation_checkpointing_kwargs == config.gradient_checkpointing_kwargs == {"use_reentrant": False}
 
     model, processor = load_model_and_processor(LavinModelArguments(tiny=True), seed=0)
     trainer = build_trainer(model, processor, synthetic_train, config, MMAArguments())
     router = next(p for n, p in trainer.model.named_parameters() if "language_model" in n and "mma_router" in n)
     router_before = router.detach().clone()
     trainer.train()
-    assert trainer.model.get_base_model().model.language_model.is_gradient_checkpointing
+    assert trainer.model.get_base_model().model.language_model.is_activation_checkpointing
     # The routers get their gradient through the checkpointed layers (reentrant checkpointing would lose it).
     assert not torch.equal(router, router_before)
     assert all(math.isfinite(entry["loss"]) for entry in trainer.state.log_history if "loss" in entry)
 
 
 def test_reentrant_gradient_checkpointing_is_refused(tmp_path):
-    config = _config(tmp_path, gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": True})
+    config = _config(tmp_path, activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": True})
     with pytest.raises(ValueError, match="non-reentrant"):
         check_gradient_checkpointing(config)
 

@@ -93,14 +93,14 @@ def _make_checkpointing_non_reentrant(model: nn.Module) -> None:
     ]
     if not reentrant:
         return
-    pretrained = next((m for m in [model, *model.modules()] if hasattr(m, "gradient_checkpointing_enable")), None)
+    pretrained = next((m for m in [model, *model.modules()] if hasattr(m, "activation_checkpointing_enable")), None)
     if pretrained is None:
         return
     logger.warning(
         "MMA needs non-reentrant gradient checkpointing (its routing is shared by all layers); switching to "
-        "gradient_checkpointing_kwargs={'use_reentrant': False}."
+        "activation_checkpointing_kwargs={'use_reentrant': False}."
     )
-    pretrained.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    pretrained.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 class MMAModel(BaseTuner):

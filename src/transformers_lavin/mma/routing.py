@@ -221,7 +221,7 @@ class ModalityRouter:
         if trainable and table and not any(weights.requires_grad for weights in table.values()):
             raise RuntimeError(
                 "The MMA routing weights lost their gradient. This happens with reentrant gradient "
-                "checkpointing; enable it with gradient_checkpointing_kwargs={'use_reentrant': False}."
+                "checkpointing; enable it with activation_checkpointing_kwargs={'use_reentrant': False}."
             )
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict):

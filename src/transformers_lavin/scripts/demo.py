@@ -234,7 +234,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         report_to=[],
         seed=args.seed,
         bf16=False,  # CPU: full precision is faster and exact
-        gradient_checkpointing=False,  # tiny activations; checkpointing would only slow it down
+        activation_checkpointing=False,  # tiny activations; checkpointing would only slow it down
         max_length=None,
         use_cpu=True,
         disable_tqdm=True,

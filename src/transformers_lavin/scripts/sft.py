@@ -395,16 +395,17 @@ def prepare_for_lavin(
 
 def check_gradient_checkpointing(training_args: SFTConfig) -> None:
     """MMA's routing table must keep its gradient: use non-reentrant checkpointing (the only kind MMA supports)."""
-    if not training_args.gradient_checkpointing:
+    if not training_args.activation_checkpointing:
         return
-    kwargs = dict(training_args.gradient_checkpointing_kwargs or {})
+    kwargs = dict(training_args.activation_checkpointing_kwargs or {})
     if kwargs.get("use_reentrant"):
         raise ValueError(
             "MMA needs non-reentrant gradient checkpointing (reentrant checkpointing drops the routers' gradient). "
             "Set gradient_checkpointing_kwargs={'use_reentrant': false} or --gradient_checkpointing false."
         )
     kwargs["use_reentrant"] = False
-    training_args.gradient_checkpointing_kwargs = kwargs
+    # The Trainer reads the current name, TRL 1.16 the deprecated one: both get the dict, as TrainingArguments does.
+    training_args.activation_checkpointing_kwargs = training_args.gradient_checkpointing_kwargs = kwargs
 
 
 def adapter_config(model_args: LavinModelArguments, mma_args: MMAArguments):
