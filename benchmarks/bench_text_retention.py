@@ -8,7 +8,8 @@ LLM first pretrained on the synthetic set's text, as in `lavin-demo`; same build
 - `mma`: `MMAConfig()` on the LLaVA (the tuner's modality token), projector trained in full;
 - `lora`: the LLaVA-1.5 recipe (r=128, alpha=256, dropout 0.05 on every linear layer of the LLM), projector in full;
 - `lora_text`: the same LoRA, each step's batch holding the same image rows as the other methods' plus `text_rows`
-  text-only training questions (the kinds the LLM was pretrained on): the usual remedy, replay of text data;
+  text-only questions of the training split (the questions the LLM was pretrained on): the usual remedy, replay;
+- `mma_text`: MMA with the same text rows mixed in (the paper's own setting trains on mixed batches);
 - `lavin_mma`: the tiny LaVIN whose LLM is the same pretrained one (its own vision path: LaVIN's projector and its
   own modality token), with `MMAConfig()`, on the same image rows.
 
@@ -45,6 +46,7 @@ from transformers import AutoModelForImageTextToText
 from transformers_lavin import MMAConfig
 from transformers_lavin.data import load_scienceqa
 from transformers_lavin.evaluation.multiple_choice import score_choice_texts
+from transformers_lavin.mma import compute_routing_table
 from transformers_lavin.processing_lavin import LavinProcessor
 from transformers_lavin.scripts.demo import PROMPT_FORMAT, answer_with_option_text
 
@@ -53,16 +55,24 @@ from .machine import describe_machine
 from .models import count_parameters, llava_lora_config
 from .report import _table
 
-METHODS = ("mma", "lora", "lora_text", "lavin_mma")
+METHODS = ("mma", "lora", "lora_text", "mma_text", "lavin_mma")
 LABELS = {
     "mma": "LLaVA + MMA",
     "lora": "LLaVA + LoRA",
     "lora_text": "LLaVA + LoRA, text rows mixed in",
+    "mma_text": "LLaVA + MMA, text rows mixed in",
     "lavin_mma": "LaVIN + MMA",
 }
-# Which saved base each method adapts, with which PEFT config, and whether its batches hold text-only rows.
-BASES = {"mma": "base_dir", "lora": "base_dir", "lora_text": "base_dir", "lavin_mma": "lavin_dir"}
-WITH_TEXT_ROWS = {"lora_text"}
+# Which saved base each method adapts, whether with LoRA (else MMA), and whether its batches hold text-only rows.
+BASES = {
+    "mma": "base_dir",
+    "lora": "base_dir",
+    "lora_text": "base_dir",
+    "mma_text": "base_dir",
+    "lavin_mma": "lavin_dir",
+}
+WITH_LORA = {"lora", "lora_text"}
+WITH_TEXT_ROWS = {"lora_text", "mma_text"}
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -95,6 +105,7 @@ SIZES = {
             "mma": LEARNING_RATES["mma"],
             "lora": LEARNING_RATES["lora"],
             "lora_text": LEARNING_RATES["lora"],
+            "mma_text": LEARNING_RATES["mma"],
             "lavin_mma": LEARNING_RATES["mma"],
         },
     ),
@@ -107,7 +118,13 @@ SIZES = {
         batch_size=4,
         text_rows=4,
         seeds=(0, 1),
-        learning_rates={"mma": (1e-2,), "lora": (1e-3, 3e-3), "lora_text": (1e-3,), "lavin_mma": (1e-2,)},
+        learning_rates={
+            "mma": (1e-2,),
+            "lora": (1e-3, 3e-3),
+            "lora_text": (1e-3,),
+            "mma_text": (1e-2,),
+            "lavin_mma": (1e-2,),
+        },
     ),
 }
 
@@ -115,7 +132,7 @@ SIZES = {
 def adapted(method: str, prepared: dict) -> torch.nn.Module:
     """The method's saved base (the LLaVA, or the LaVIN for `lavin_mma`) with its adapters, in training mode."""
     base = AutoModelForImageTextToText.from_pretrained(prepared[BASES[method]])
-    config = llava_lora_config() if method in ("lora", "lora_text") else MMAConfig()
+    config = llava_lora_config() if method in WITH_LORA else MMAConfig()
     return get_peft_model(base, config).train()
 
 
@@ -176,6 +193,22 @@ def changed(before: str, after: str, has_image: Sequence[bool], with_image: bool
     }
 
 
+def routing(model: torch.nn.Module) -> dict:
+    """
+    MMA's routing weights per LLM layer for text-only inputs and inputs with an image, and `routing_gap`, the mean over
+    layers of how differently the two are routed (|w0(text) - w0(image)|, 0: the same mix of the two up-projections).
+    Empty for LoRA.
+    """
+    table = compute_routing_table(model)
+    if table is None:
+        return {}
+    return {
+        "routing_text": table[:, 0].tolist(),
+        "routing_image": table[:, 1].tolist(),
+        "routing_gap": (table[:, 0, 0] - table[:, 1, 0]).abs().mean().item(),
+    }
+
+
 def _progress(started: float, message: str) -> None:
     print(f"[{time.perf_counter() - started:6.0f} s] {message}", file=sys.stderr, flush=True)
 
@@ -221,6 +254,7 @@ def run_seed(size: Size, seed: int, workdir: Path, started: float) -> dict:
                     "loss_last_10": statistics.mean(losses[-10:]),
                     "val": score(model, processor, val),
                     "test": score(model, processor, test),
+                    **routing(model),
                 }
             )
             _progress(started, f"seed {seed}: {method} at lr {learning_rate} trained and scored")
@@ -349,14 +383,20 @@ def to_markdown(result: dict) -> str:
         f"Seeds {', '.join(str(entry['seed']) for entry in seeds)}; mean ± standard deviation over seeds (sample "
         f"standard deviation, n={len(seeds)}); test split per seed: {first['num_image']} image and "
         f"{first['num_text']} text-only questions, the same questions before and after. Every method: "
-        f"{settings['steps']} steps on the same {settings['batch_size']} image questions per step; `lora_text` adds "
-        f"{settings['text_rows']} text-only training questions to each step. Learning rate per seed and method: best "
+        f"{settings['steps']} steps on the same {settings['batch_size']} image questions per step; `lora_text` and "
+        f"`mma_text` add {settings['text_rows']} text-only training questions to each step. Learning rate per seed and method: best "
         "validation accuracy (image and text-only questions together) of the rates tried.",
         "",
         "## Test accuracy before and after",
         "",
     ]
     lines += _table(SUMMARY_HEADER, _summary_rows(result["summary"]))
+    lines += [
+        "Text questions lost / gained: test questions answered right before and wrong after / the other way. Routing "
+        "gap (per seed, below): mean over LLM layers of |w0(text-only) - w0(image)|, how differently MMA's router "
+        "mixes the two up-projections for the two modalities (0: identically).",
+        "",
+    ]
     lines += [
         "## The same runs, learning rate chosen by image validation accuracy alone",
         "",
@@ -379,6 +419,7 @@ def to_markdown(result: dict) -> str:
                     before["text_accuracy"],
                     run["test"]["text_accuracy"],
                     f"{run['test_changes']['text']['lost']} / {run['test_changes']['text']['gained']}",
+                    run.get("routing_gap"),
                 ]
             )
     lines += _table(
@@ -391,6 +432,7 @@ def to_markdown(result: dict) -> str:
             "text-only before",
             "text-only after",
             "text lost / gained",
+            "routing gap (MMA)",
         ],
         rows,
     )
@@ -441,7 +483,7 @@ COLORS = {"before": "#bbbbbb", "after": "#4c78a8"}
 
 def plot(result: dict, path: str | Path) -> Path:
     """Before/after bars (mean over seeds, standard deviation as error bars) with each seed's dots, per method."""
-    figure = Figure(figsize=(11, 4.2), dpi=110, layout="constrained")
+    figure = Figure(figsize=(13, 4.6), dpi=110, layout="constrained")
     axes_pair = figure.subplots(1, 2, sharey=True)
     summary, seeds = result["summary"], result["seeds"]
     width = 0.36

@@ -107,3 +107,17 @@ def test_text_rows_are_added_to_the_same_image_rows(finished_run):
         for key in ("input_ids", "labels", "attention_mask"):
             assert torch.equal(mixed[key][: size.batch_size, :length], alone[key])
         assert torch.equal(mixed["pixel_values"], alone["pixel_values"])
+
+
+def test_mma_runs_report_their_routing_and_lora_runs_none(finished_run):
+    result, _, _ = finished_run
+    for entry in result["seeds"]:
+        for method in bench.METHODS:
+            for run in entry["methods"][method]["runs"]:
+                if method in bench.WITH_LORA:
+                    assert "routing_gap" not in run
+                    continue
+                text, image = torch.tensor(run["routing_text"]), torch.tensor(run["routing_image"])
+                assert text.shape == image.shape and text.shape[1] == 2
+                assert torch.allclose(text.sum(-1), torch.ones(len(text))) and (text >= 0).all()
+                assert run["routing_gap"] == pytest.approx((text[:, 0] - image[:, 0]).abs().mean().item())
