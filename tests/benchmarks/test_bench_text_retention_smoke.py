@@ -121,3 +121,13 @@ def test_mma_runs_report_their_routing_and_lora_runs_none(finished_run):
                 assert text.shape == image.shape and text.shape[1] == 2
                 assert torch.allclose(text.sum(-1), torch.ones(len(text))) and (text >= 0).all()
                 assert run["routing_gap"] == pytest.approx((text[:, 0] - image[:, 0]).abs().mean().item())
+
+
+def test_render_rewrites_the_report_from_the_saved_json(finished_run, tmp_path):
+    _, out, _ = finished_run
+    saved = tmp_path / "copy.json"
+    saved.write_text((out / "text-retention-toy.json").read_text())
+    bench.main(["--render", str(saved)])
+    tables = lambda text: text.split("## Machine and settings")[0]  # noqa: E731  settings print tuples as lists
+    assert tables(saved.with_suffix(".md").read_text()) == tables((out / "text-retention-toy.md").read_text())
+    assert saved.with_suffix(".png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
