@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import datasets
 import torch
@@ -146,8 +147,21 @@ def llava_from_lavin(lavin, seed: int) -> LlavaForConditionalGeneration:
     return llava
 
 
-def prepare(workdir: Path, size: Size, seed: int) -> dict:
-    """Write the data, pretrain the tiny LLM on text, build and save the LLaVA base. Returns paths and numbers."""
+class DataSize(Protocol):
+    """What `prepare` reads from a size: the data splits and the LLM's text pretraining."""
+
+    num_train: int
+    num_val: int
+    num_test: int
+    pretrain_steps: int
+    batch_size: int
+
+
+def prepare(workdir: Path, size: DataSize, seed: int) -> dict:
+    """
+    Write the data, pretrain the tiny LLM on text, build and save the LLaVA base (`base_dir`) and the tiny LaVIN whose
+    LLM was pretrained (`lavin_dir`, the same LLM weights). Returns paths and numbers.
+    """
     data_dir = write_synthetic_scienceqa(
         workdir / "data", num_train=size.num_train, num_val=size.num_val, num_test=size.num_test, seed=seed
     )
@@ -159,7 +173,15 @@ def prepare(workdir: Path, size: Size, seed: int) -> dict:
     base_dir = workdir / "llava-base"
     llava_from_lavin(lavin, seed).save_pretrained(base_dir)
     processor.save_pretrained(base_dir)
-    return {"data_dir": str(data_dir), "base_dir": str(base_dir), "pretrain_losses": [losses[0], losses[-1]]}
+    lavin_dir = workdir / "lavin-base"
+    lavin.save_pretrained(lavin_dir)
+    processor.save_pretrained(lavin_dir)
+    return {
+        "data_dir": str(data_dir),
+        "base_dir": str(base_dir),
+        "lavin_dir": str(lavin_dir),
+        "pretrain_losses": [losses[0], losses[-1]],
+    }
 
 
 def adapted(method: str, base_dir: str | Path) -> torch.nn.Module:
