@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psutil
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -253,14 +254,17 @@ def test_model_that_fails_to_load(apps, browser, tmp_path):
 
 
 def test_app_listens_on_loopback_only(apps):
-    # Find an address of this machine that is not loopback (a UDP "connect" sends nothing).
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # TEST-NET-1, never routed
-            address = probe.getsockname()[0]
-        except OSError:
-            address = None
-    if address is None or address.startswith("127."):
+    # An address of this machine that is not loopback, read from its interfaces (nothing is sent).
+    address = next(
+        (
+            entry.address
+            for entries in psutil.net_if_addrs().values()
+            for entry in entries
+            if entry.family == socket.AF_INET and not entry.address.startswith("127.")
+        ),
+        None,
+    )
+    if address is None:
         pytest.skip("this machine has no non-loopback address to try")
     with socket.socket() as client:
         client.settimeout(2)

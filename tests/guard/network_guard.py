@@ -8,6 +8,7 @@ error; subprocesses append their attempts to the file named by `LAVIN_NETWORK_GU
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -22,8 +23,26 @@ class NetworkBlockedError(OSError):
     """Raised instead of reaching the network: an `OSError`, as from a network that cannot be reached."""
 
 
+@functools.cache
+def _own_addresses() -> frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses of this machine's own interfaces (a connection to them never leaves it)."""
+    try:
+        import psutil  # installed with accelerate and PEFT
+    except ImportError:
+        return frozenset()
+    addresses = set()
+    for interface in psutil.net_if_addrs().values():
+        for entry in interface:
+            if entry.family in _INET_FAMILIES:
+                try:
+                    addresses.add(ipaddress.ip_address(entry.address.split("%", 1)[0]))
+                except ValueError:
+                    continue
+    return frozenset(addresses)
+
+
 def is_local_host(host: str | bytes | None) -> bool:
-    """Whether `host` is this machine: loopback and unspecified addresses, `localhost`, this machine's name."""
+    """Whether `host` is this machine: loopback, unspecified and own interface addresses, `localhost`, its name."""
     if isinstance(host, bytes):
         host = host.decode()
     if host in (None, "", "localhost", socket.gethostname()) or host.endswith(".localhost"):
@@ -34,7 +53,7 @@ def is_local_host(host: str | bytes | None) -> bool:
         return False  # a name: looking it up asks a DNS server
     if address.version == 6 and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return address.is_loopback or address.is_unspecified
+    return address.is_loopback or address.is_unspecified or address in _own_addresses()
 
 
 class NetworkGuard:
