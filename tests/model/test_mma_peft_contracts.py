@@ -234,6 +234,38 @@ def test_lavin_adapter_loads_through_transformers_from_its_directory(tmp_path, m
     assert torch.equal(logits(loaded, **mixed_batch), expected)
 
 
+@pytest.mark.parametrize("auto_class", [AutoPeftModel, AutoPeftModelForCausalLM])
+def test_auto_peft_model_loads_a_lavin_adapter_saved_with_its_processor(auto_class, tmp_path, mixed_batch):
+    base, processor = build_tiny_lavin(seed=0)
+    base.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    model = mma_model(AutoModelForImageTextToText.from_pretrained(tmp_path / "base"), seed=2)
+    expected = logits(model, **mixed_batch)
+    model.save_pretrained(tmp_path / "adapter")
+    processor.save_pretrained(tmp_path / "adapter")  # as a training script leaves it: tokenizer_config.json beside
+    # The tokenizer holds the image token, one past the LLM's vocabulary: PEFT resizes to len(tokenizer).
+    assert len(processor.tokenizer) == base.config.text_config.vocab_size + 1
+
+    # No import_allowlist: the adapter names LaVIN's base by transformers' Auto class, which PEFT may import.
+    loaded = auto_class.from_pretrained(tmp_path / "adapter").eval()
+    assert type(loaded.get_base_model()).__name__ == "LavinForConditionalGeneration"
+    assert loaded.get_base_model().get_input_embeddings().num_embeddings == base.config.text_config.vocab_size
+    actual = logits(loaded, **mixed_batch)
+    assert actual.shape == expected.shape
+    assert torch.equal(actual, expected)
+
+
+def test_lavin_keeps_its_embeddings_for_its_own_tokenizer_and_resizes_for_new_tokens():
+    model, processor = build_tiny_lavin(seed=0)
+    vocab_size = model.config.text_config.vocab_size
+    before = model.get_input_embeddings().weight.clone()
+    model.resize_token_embeddings(len(processor.tokenizer))  # the image token needs no row
+    assert torch.equal(model.get_input_embeddings().weight, before)
+    model.resize_token_embeddings(vocab_size + 3)  # real new tokens do
+    assert model.get_input_embeddings().num_embeddings == vocab_size + 3
+    assert model.get_output_embeddings().out_features == vocab_size + 3
+
+
 # -------------------------------------------------------------------------------------------------- routing cost
 def test_the_routing_table_is_computed_once_per_parameter_state(monkeypatch, mixed_batch):
     passes = []

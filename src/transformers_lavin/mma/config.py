@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -118,6 +119,17 @@ class MMAConfig(PeftConfig):
             if high is not None and value >= high:
                 raise ValueError(f"{name} must be < {high}, got {value}.")
 
+    def save_pretrained(self, save_directory: str, **kwargs) -> None:
+        """
+        PEFT's `save_pretrained`, with one change to `auto_mapping`: a base model class that transformers loads through
+        one of its Auto classes (LaVIN registers itself with `AutoModelForImageTextToText`) is named by that Auto
+        class. `AutoPeftModel*` import base classes only from the libraries on PEFT's allowlist (`transformers`), so
+        they load such an adapter without `import_allowlist`.
+        """
+        if kwargs.get("auto_mapping_dict") is not None:
+            kwargs["auto_mapping_dict"] = _auto_class_mapping(kwargs["auto_mapping_dict"])
+        super().save_pretrained(save_directory, **kwargs)
+
     @property
     def llm_target_names(self) -> list[str]:
         """Module names adapted in the LLM."""
@@ -129,3 +141,14 @@ class MMAConfig(PeftConfig):
         if self.vision_adapter_type == "none":
             return []
         return list(self.vision_target_modules or []) + (["mlp"] if self.vision_adapter_type == "router_block" else [])
+
+
+def _auto_class_mapping(mapping: dict[str, str]) -> dict[str, str]:
+    """`{"base_model_class", "parent_library"}` naming transformers' Auto class of a class registered with one."""
+    if mapping["parent_library"].split(".")[0] == "transformers":
+        return mapping
+    base_class = getattr(sys.modules.get(mapping["parent_library"]), mapping["base_model_class"], None)
+    auto_class = getattr(base_class, "_auto_class", None)  # set by `register_for_auto_class`
+    if auto_class is None:
+        return mapping
+    return {"base_model_class": auto_class, "parent_library": "transformers"}
