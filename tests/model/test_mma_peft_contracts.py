@@ -2,10 +2,14 @@
 
 import warnings
 
+import peft
 import pytest
 import torch
 from helpers import mma_model, randomize_adapters
+from packaging.version import Version
 from peft import AutoPeftModel, AutoPeftModelForCausalLM, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from peft.functional import set_adapter
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, LlamaForCausalLM
 
@@ -232,6 +236,32 @@ def test_lavin_adapter_loads_through_transformers_from_its_directory(tmp_path, m
     expected = logits(model, **mixed_batch)
     loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "adapter").eval()
     assert torch.equal(logits(loaded, **mixed_batch), expected)
+
+
+def test_transformers_adapter_api_with_this_peft_loads_and_switches_through_peft_functional(tmp_path, mixed_batch):
+    """The route docs/mma.md gives while transformers' own set_adapter/active_adapters need PEFT >= 0.22."""
+    base, _ = build_tiny_lavin(seed=0)
+    base.save_pretrained(tmp_path / "base")
+    expected = {}
+    for name, seed in (("science", 2), ("chat", 3)):
+        model = mma_model(AutoModelForImageTextToText.from_pretrained(tmp_path / "base"), seed=seed)
+        expected[name] = logits(model, **mixed_batch)
+        model.save_pretrained(tmp_path / name)
+
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "base").eval()
+    model.load_adapter(tmp_path / "science", adapter_name="science")
+    assert torch.equal(logits(model, **mixed_batch), expected["science"])
+    model.load_adapter(tmp_path / "chat", adapter_name="chat")
+    for name in ("chat", "science", "chat"):
+        set_adapter(model, name, inference_mode=True)
+        assert torch.equal(logits(model, **mixed_batch), expected[name])
+        assert {tuple(m.active_adapters) for m in model.modules() if isinstance(m, BaseTunerLayer)} == {(name,)}
+    assert not any(p.requires_grad for p in model.parameters())
+
+    if Version(peft.__version__) < Version("0.22"):  # what the docs say needs PEFT >= 0.22
+        for call in (lambda: model.set_adapter("science"), model.active_adapters, model.disable_adapters):
+            with pytest.raises(ValueError, match="0.22"):
+                call()
 
 
 @pytest.mark.parametrize("auto_class", [AutoPeftModel, AutoPeftModelForCausalLM])
