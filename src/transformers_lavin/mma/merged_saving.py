@@ -40,7 +40,7 @@ def keep_unfolded_adapters(model: nn.Module, adapter_name: str, config: MMAConfi
     Each kept layer holds `adapter_name` only; `model.save_pretrained` writes the base model under its own key names
     and the kept layers as an adapter of a vision-only copy of `config`.
     """
-    for layer in _kept_layers(model):
+    for layer in (m for m in model.modules() if isinstance(m, MMALayer)):
         for other in set(layer._all_available_adapter_names()) - {adapter_name}:
             layer.delete_adapter(other)
         layer.set_adapter(adapter_name, inference_mode=True)
@@ -51,10 +51,6 @@ def keep_unfolded_adapters(model: nn.Module, adapter_name: str, config: MMAConfi
     object.__setattr__(model, _KEPT_ATTRIBUTE, (adapter_name, vision_only))
     # On the instance: the model stays of its own class (a plain LaVIN, LLaVA, ...), only its saving changes.
     model.save_pretrained = types.MethodType(_save_pretrained_with_kept_adapters, model)
-
-
-def _kept_layers(model: nn.Module) -> list[MMALayer]:
-    return [m for m in model.modules() if isinstance(m, MMALayer)]
 
 
 def split_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], adapter_name: str) -> tuple[dict, dict]:

@@ -375,7 +375,7 @@ class MMAModel(BaseTuner):
         `modality="image"` prompts (with an image) or `modality="text"` prompts. Vision adapters without a router
         (`normal`) fold exactly; routed vision adapters depend on each token and stay in place, and the merged model's
         `save_pretrained` saves them beside the base weights so that `from_pretrained` reloads it exactly (see
-        `kept_adapters.py`).
+        `merged_saving.py`).
 
         What cannot fold comes from one adapter: the active one, or the only one of `adapter_names` (its
         `modules_to_save` copies, e.g. LaVIN's projector, and its routed vision adapters).
