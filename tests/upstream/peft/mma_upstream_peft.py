@@ -10,7 +10,9 @@ collection, this plugin:
   temporary directory; tests without a method parametrization (they test a named method: LoRA variants, prompt
   learning, ...) are deselected and counted;
 - points the test classes' `transformers_class` at the tiny models (a VLM loads with `AutoModelForImageTextToText`;
-  the custom-model tests get models whose forward returns the logits, as PEFT's toy models return a tensor);
+  the custom-model tests get models whose forward returns the logits of the token after the last position, as
+  PEFT's toy models return a (batch, classes) tensor), gives every row an image on a VLM (PEFT's inputs are text
+  only), and seeds every test;
 - marks every test listed under `peft:` in `tests/upstream/not_applicable.yaml` as an expected failure (strict: a
   listed test that passes fails the run), and fails every skip that is not listed: nothing is skipped silently.
 
