@@ -349,6 +349,17 @@ class LavinForConditionalGeneration(LavinPreTrainedModel, LlavaForConditionalGen
             image_outputs=outputs.image_outputs,
         )
 
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        # LaVIN's tokenizer holds the image token, whose id is the first past the LLM's vocabulary and which has no
+        # embedding by design, so it is one longer than the vocabulary: resizing to it (as PEFT's AutoPeftModel* do,
+        # with len(tokenizer)) keeps the embeddings and the logits' shape.
+        vocab_size = self.config.text_config.vocab_size
+        if new_num_tokens == vocab_size + 1 == self.config.image_token_id + 1 and pad_to_multiple_of is None:
+            return self.get_input_embeddings()
+        return super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+
     def _expand_inputs_for_generation(
         self,
         expand_size: int = 1,

@@ -2,6 +2,7 @@ import pytest
 import torch
 from conftest import random_image
 from helpers import mma_model
+from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 
 from transformers_lavin.mma import MMALayer
@@ -36,14 +37,43 @@ def test_merged_model_matches_unmerged_for_its_modality(rows, modality, adapter_
         actual = merged(**inputs).logits
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
 
-    # The folded biases are declared in the config, so the merged model saves and reloads as it is.
-    merged_without_vision_adapters = merged
-    if any(isinstance(m, MMALayer) for m in merged.modules()):
-        return  # routed vision adapters stay in place; that case is covered below
-    merged_without_vision_adapters.save_pretrained(tmp_path)
+    # The folded biases are declared in the config and the routed vision adapters saved beside the model, so the
+    # merged model saves and reloads as it is.
+    merged.save_pretrained(tmp_path)
     reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**inputs).logits, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("adapter_type", ["attn", "block"])
+@pytest.mark.parametrize("vision_adapter_type", ["router", "router_block", "normal", "none"])
+def test_every_variant_merged_saves_and_reloads_exactly_from_another_directory(
+    rows, adapter_type, vision_adapter_type, tmp_path, monkeypatch
+):
+    model = mma_model(build_tiny_lavin(seed=0)[0], seed=5, adapter_type=adapter_type,
+                      vision_adapter_type=vision_adapter_type)  # fmt: skip
+    with torch.no_grad():
+        expected = model(**rows["image"]).logits
+    merged = model.merge_and_unload(modality="image")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    merged.save_pretrained("merged")  # a relative path, as a user types it
+    saved = load_file("merged/model.safetensors")
+    assert not [key for key in saved if "base_layer" in key or "mma_" in key]
+    assert set(saved) == set(build_tiny_lavin(seed=0)[0].state_dict()) | set(biases_declared(merged))
+    monkeypatch.chdir(tmp_path)
+    reloaded = AutoModelForImageTextToText.from_pretrained("work/merged").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**rows["image"]).logits, expected, rtol=0, atol=1e-4)
+    routed_vision = vision_adapter_type.startswith("router")
+    assert (tmp_path / "work/merged/adapter_model.safetensors").exists() == routed_vision
+
+
+def biases_declared(merged) -> list[str]:
+    """The bias keys the merged LLM has that the base LLM had not (all of its linear layers', once declared)."""
+    base = set(build_tiny_lavin(seed=0)[0].state_dict())
+    new = [key for key in merged.state_dict() if key.endswith(".bias") and key not in base]
+    return [key for key in new if "base_layer" not in key and "mma_" not in key]
 
 
 def test_routed_vision_adapters_stay_and_normal_ones_fold(rows, tmp_path):

@@ -2,10 +2,14 @@
 
 import warnings
 
+import peft
 import pytest
 import torch
 from helpers import mma_model, randomize_adapters
+from packaging.version import Version
 from peft import AutoPeftModel, AutoPeftModelForCausalLM, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from peft.functional import set_adapter
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, LlamaForCausalLM
 
@@ -232,6 +236,64 @@ def test_lavin_adapter_loads_through_transformers_from_its_directory(tmp_path, m
     expected = logits(model, **mixed_batch)
     loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "adapter").eval()
     assert torch.equal(logits(loaded, **mixed_batch), expected)
+
+
+def test_transformers_adapter_api_with_this_peft_loads_and_switches_through_peft_functional(tmp_path, mixed_batch):
+    """The route docs/mma.md gives while transformers' own set_adapter/active_adapters need PEFT >= 0.22."""
+    base, _ = build_tiny_lavin(seed=0)
+    base.save_pretrained(tmp_path / "base")
+    expected = {}
+    for name, seed in (("science", 2), ("chat", 3)):
+        model = mma_model(AutoModelForImageTextToText.from_pretrained(tmp_path / "base"), seed=seed)
+        expected[name] = logits(model, **mixed_batch)
+        model.save_pretrained(tmp_path / name)
+
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "base").eval()
+    model.load_adapter(tmp_path / "science", adapter_name="science")
+    assert torch.equal(logits(model, **mixed_batch), expected["science"])
+    model.load_adapter(tmp_path / "chat", adapter_name="chat")
+    for name in ("chat", "science", "chat"):
+        set_adapter(model, name, inference_mode=True)
+        assert torch.equal(logits(model, **mixed_batch), expected[name])
+        assert {tuple(m.active_adapters) for m in model.modules() if isinstance(m, BaseTunerLayer)} == {(name,)}
+    assert not any(p.requires_grad for p in model.parameters())
+
+    if Version(peft.__version__) < Version("0.22"):  # what the docs say needs PEFT >= 0.22
+        for call in (lambda: model.set_adapter("science"), model.active_adapters, model.disable_adapters):
+            with pytest.raises(ValueError, match="0.22"):
+                call()
+
+
+@pytest.mark.parametrize("auto_class", [AutoPeftModel, AutoPeftModelForCausalLM])
+def test_auto_peft_model_loads_a_lavin_adapter_saved_with_its_processor(auto_class, tmp_path, mixed_batch):
+    base, processor = build_tiny_lavin(seed=0)
+    base.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    model = mma_model(AutoModelForImageTextToText.from_pretrained(tmp_path / "base"), seed=2)
+    expected = logits(model, **mixed_batch)
+    model.save_pretrained(tmp_path / "adapter")
+    processor.save_pretrained(tmp_path / "adapter")  # as a training script leaves it: tokenizer_config.json beside
+    # The tokenizer holds the image token, one past the LLM's vocabulary: PEFT resizes to len(tokenizer).
+    assert len(processor.tokenizer) == base.config.text_config.vocab_size + 1
+
+    # No import_allowlist: the adapter names LaVIN's base by transformers' Auto class, which PEFT may import.
+    loaded = auto_class.from_pretrained(tmp_path / "adapter").eval()
+    assert type(loaded.get_base_model()).__name__ == "LavinForConditionalGeneration"
+    assert loaded.get_base_model().get_input_embeddings().num_embeddings == base.config.text_config.vocab_size
+    actual = logits(loaded, **mixed_batch)
+    assert actual.shape == expected.shape
+    assert torch.equal(actual, expected)
+
+
+def test_lavin_keeps_its_embeddings_for_its_own_tokenizer_and_resizes_for_new_tokens():
+    model, processor = build_tiny_lavin(seed=0)
+    vocab_size = model.config.text_config.vocab_size
+    before = model.get_input_embeddings().weight.clone()
+    model.resize_token_embeddings(len(processor.tokenizer))  # the image token needs no row
+    assert torch.equal(model.get_input_embeddings().weight, before)
+    model.resize_token_embeddings(vocab_size + 3)  # real new tokens do
+    assert model.get_input_embeddings().num_embeddings == vocab_size + 3
+    assert model.get_output_embeddings().out_features == vocab_size + 3
 
 
 # -------------------------------------------------------------------------------------------------- routing cost

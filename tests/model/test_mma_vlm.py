@@ -7,6 +7,7 @@ import torch
 from helpers import llm_layers, mma_model
 from peft import PeftModel
 from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText
 
 from transformers_lavin.mma import MMALayer, compute_routing_table
 from transformers_lavin.mma.routing import ROUTING_KWARG
@@ -195,14 +196,32 @@ def test_a_merged_model_saves_and_reloads_or_says_why_not(model_type, tmp_path, 
         unmerged = logits(model, rows)
         caplog.clear()
         merged = model.merge_and_unload(modality="image")
-        merged.save_pretrained(tmp_path / adapter_type)
-        reloaded = type(merged).from_pretrained(tmp_path / adapter_type).eval()
-        # Gemma 3's MLPs have no bias flag in its config, so a merged `block` adapter cannot be declared.
+        torch.testing.assert_close(logits(merged, rows), unmerged, rtol=0, atol=1e-5)
+        # Gemma 3's MLPs have no bias flag in its config, so a merged `block` adapter cannot be declared: the save
+        # refuses, rather than write a model that reloads without the merged biases.
         if model_type == "gemma3" and adapter_type == "block":
             assert "would lose them" in caplog.text
+            with pytest.raises(ValueError, match="would lose them"):
+                merged.save_pretrained(tmp_path / adapter_type)
+            assert not (tmp_path / adapter_type).exists()
         else:
             assert "would lose them" not in caplog.text
+            merged.save_pretrained(tmp_path / adapter_type)
+            reloaded = type(merged).from_pretrained(tmp_path / adapter_type).eval()
             torch.testing.assert_close(logits(reloaded, rows), unmerged, rtol=0, atol=1e-5)
+
+
+def test_the_default_config_merged_for_images_saves_and_reloads_exactly(model_type, tmp_path):
+    # The default routed vision adapters cannot fold: they are saved beside the model and reloaded with it.
+    model = mma_model(build_tiny_vlm(model_type), seed=6)
+    rows = only_row(mixed_batch(model.config), IMAGE_ROW)
+    unmerged = logits(model, rows)
+    merged = model.merge_and_unload(modality="image")
+    merged.save_pretrained(tmp_path)
+    assert not [key for key in load_file(tmp_path / "model.safetensors") if "base_layer" in key or "mma_" in key]
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
+    assert type(reloaded) is type(build_tiny_vlm(model_type))
+    torch.testing.assert_close(logits(reloaded, rows), unmerged, rtol=0, atol=1e-4)
 
 
 def greedy_without_cache(model, batch, steps: int, modality_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,14 +27,18 @@ class MMAConfig(PeftConfig):
         scale (`float`, defaults to 1.0): Scale of the adapter's residual branch.
         temperature (`float`, defaults to 10.0): Softmax temperature of the routers.
         dropout (`float`, defaults to 0.1): Dropout on the adapters' bottleneck activations.
+        init_weights (`bool`, defaults to `True`): Zero up-projections, so that a new adapter is the identity, as
+            in the reference. `False` draws them at random (PyTorch's Linear initialisation), for tests, as PEFT's
+            own methods offer.
         adapter_type (`str`, defaults to `"attn"`): `"attn"` adapts the input of each LLM attention; `"block"`
             also the input of each LLM MLP.
         vision_adapter_type (`str`, defaults to `"router"`): Adapters on the vision tower's blocks: `"router"` (on
             each attention input, routed per token), `"router_block"` (also on each MLP input), `"normal"` (a plain
             RepAdapter, no router) or `"none"`.
-        target_modules (`list[str]`, defaults to `["self_attn"]`): Names of the LLM attention modules whose input is
+        target_modules (`list[str]`, defaults to `["self_attn"]`, also for `None`): Names of the LLM attention modules whose input is
             adapted. The MLPs (`"mlp"`) are added for `adapter_type="block"`; vision modules follow
-            `vision_adapter_type` and `vision_target_modules`.
+            `vision_adapter_type` and `vision_target_modules`. An empty list adapts the vision tower only (what a
+            merged model keeps of routed vision adapters).
         vision_target_modules (`list[str]`, defaults to `["self_attn"]`): The vision tower's attention modules.
         modules_to_save (`list[str]`): Base-model modules trained and saved in full: LaVIN's projector and modality
             embedding. Entries the base model does not have are dropped (a plain causal LM has neither).
@@ -46,6 +51,9 @@ class MMAConfig(PeftConfig):
     scale: float = field(default=1.0, metadata={"help": "Scale of the adapter branch."})
     temperature: float = field(default=10.0, metadata={"help": "Router softmax temperature."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout on the bottleneck activations."})
+    init_weights: bool = field(
+        default=True, metadata={"help": "Zero up-projections (identity adapters); False draws them at random."}
+    )
     adapter_type: Literal["attn", "block"] = field(default="attn", metadata={"help": "attn or block."})
     vision_adapter_type: Literal["normal", "router", "router_block", "none"] = field(
         default="router", metadata={"help": "normal, router, router_block or none."}
@@ -70,8 +78,13 @@ class MMAConfig(PeftConfig):
         self._validate()
         if isinstance(self.target_modules, str):
             self.target_modules = [self.target_modules]
-        if not self.target_modules:
-            raise ValueError("target_modules is empty: name the LLM attention modules to adapt, e.g. ['self_attn'].")
+        if self.target_modules is None:  # PEFT's convention: None is the method's default
+            self.target_modules = ["self_attn"]
+        if not self.target_modules and not self.vision_target_names:
+            raise ValueError(
+                "target_modules is empty and there are no vision adapters: name the LLM attention modules to adapt, "
+                "e.g. ['self_attn']."
+            )
 
     def _validate(self) -> None:
         """Every value checked in one place, for type, finiteness and range, with what to do instead."""
@@ -81,6 +94,8 @@ class MMAConfig(PeftConfig):
             raise ValueError(
                 f"Unknown vision_adapter_type {self.vision_adapter_type!r}; use one of {VISION_ADAPTER_TYPES}."
             )
+        if not isinstance(self.init_weights, bool):
+            raise ValueError(f"init_weights must be True or False, got {self.init_weights!r}.")
         if self.merge_modality not in (None, "image", "text"):
             raise ValueError(f"merge_modality must be 'image', 'text' or None, got {self.merge_modality!r}.")
         for name in ("adapter_hidden_size", "groups"):
@@ -104,6 +119,17 @@ class MMAConfig(PeftConfig):
             if high is not None and value >= high:
                 raise ValueError(f"{name} must be < {high}, got {value}.")
 
+    def save_pretrained(self, save_directory: str, **kwargs) -> None:
+        """
+        PEFT's `save_pretrained`, with one change to `auto_mapping`: a base model class that transformers loads through
+        one of its Auto classes (LaVIN registers itself with `AutoModelForImageTextToText`) is named by that Auto
+        class. `AutoPeftModel*` import base classes only from the libraries on PEFT's allowlist (`transformers`), so
+        they load such an adapter without `import_allowlist`.
+        """
+        if kwargs.get("auto_mapping_dict") is not None:
+            kwargs["auto_mapping_dict"] = _auto_class_mapping(kwargs["auto_mapping_dict"])
+        super().save_pretrained(save_directory, **kwargs)
+
     @property
     def llm_target_names(self) -> list[str]:
         """Module names adapted in the LLM."""
@@ -115,3 +141,14 @@ class MMAConfig(PeftConfig):
         if self.vision_adapter_type == "none":
             return []
         return list(self.vision_target_modules or []) + (["mlp"] if self.vision_adapter_type == "router_block" else [])
+
+
+def _auto_class_mapping(mapping: dict[str, str]) -> dict[str, str]:
+    """`{"base_model_class", "parent_library"}` naming transformers' Auto class of a class registered with one."""
+    if mapping["parent_library"].split(".")[0] == "transformers":
+        return mapping
+    base_class = getattr(sys.modules.get(mapping["parent_library"]), mapping["base_model_class"], None)
+    auto_class = getattr(base_class, "_auto_class", None)  # set by `register_for_auto_class`
+    if auto_class is None:
+        return mapping
+    return {"base_model_class": auto_class, "parent_library": "transformers"}

@@ -27,14 +27,28 @@ from .routing import MODALITIES, ROUTING_KWARG, RouteOnFirstToken
 class GroupedLinear(nn.Module):
     """A Linear whose weight is block-diagonal in `groups` blocks: the reference's grouped kernel-1 Conv1d."""
 
-    def __init__(self, in_features: int, out_features: int, groups: int):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        groups: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         if in_features % groups or out_features % groups:
             raise ValueError(f"in ({in_features}) and out ({out_features}) features must be divisible by {groups}.")
         self.in_features, self.out_features, self.groups = in_features, out_features, groups
-        # Same layout as Conv1d's weight without the kernel axis: (out, in // groups).
-        self.weight = nn.Parameter(torch.zeros(out_features, in_features // groups))
-        self.bias = nn.Parameter(torch.zeros(out_features))
+        # Same layout as Conv1d's weight without the kernel axis: (out, in // groups). Created in place (never moved
+        # with `.to`), so that PEFT's `low_cpu_mem_usage` can create it on the meta device.
+        self.weight = nn.Parameter(torch.zeros(out_features, in_features // groups, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype))
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default Linear initialisation (per group fan-in), instead of the zeros of a new adapter."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        bound = 1 / math.sqrt(self.weight.shape[1])
+        nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # One dense matmul with the block-diagonal weight: far fewer operators than a grouped einsum, and the
@@ -72,6 +86,7 @@ class MMALayer(nn.Module, BaseTunerLayer):
         width: Feature width of the input.
         routed: Whether the adapter has a router (`False` for the `normal` variant).
         routing_key: Name of this adapter in the routing table (its module path); `None` for per-token routing.
+        init_weights: `True` starts the adapter as the identity (zero up-projections); `False` draws them at random.
     """
 
     adapter_layer_names = ("mma_down", "mma_up_0", "mma_up_1", "mma_router")
@@ -89,6 +104,7 @@ class MMALayer(nn.Module, BaseTunerLayer):
         dropout: float,
         routed: bool,
         routing_key: str | None,
+        init_weights: bool = True,
     ):
         super().__init__()
         self.base_layer = base_layer
@@ -110,20 +126,37 @@ class MMALayer(nn.Module, BaseTunerLayer):
         self._call_routing = None
         self._routing_hooks = []
         self._active_adapter = adapter_name
-        self.update_layer(adapter_name, hidden_size, groups, scale, temperature, dropout)
+        self.update_layer(adapter_name, hidden_size, groups, scale, temperature, dropout, init_weights)
 
     def update_layer(
-        self, adapter_name: str, hidden_size: int, groups: int, scale: float, temperature: float, dropout: float
+        self,
+        adapter_name: str,
+        hidden_size: int,
+        groups: int,
+        scale: float,
+        temperature: float,
+        dropout: float,
+        init_weights: bool = True,
     ) -> None:
-        """Add (or replace) the adapter `adapter_name` with these settings, as LoRA's `update_layer` does."""
+        """
+        Add (or replace) the adapter `adapter_name` with these settings, as LoRA's `update_layer` does. Every tensor
+        is created where it lives (never moved with `.to`), so that PEFT's `low_cpu_mem_usage` can create it on the
+        meta device.
+        """
         device, dtype = self._base_device_and_dtype()
         down = nn.Linear(self.width, hidden_size, device=device, dtype=dtype)
         nn.init.xavier_uniform_(down.weight)
         nn.init.zeros_(down.bias)
         self.mma_down[adapter_name] = down
-        self.mma_up_0[adapter_name] = GroupedLinear(hidden_size, self.width, groups).to(device, dtype)  # zeros
+        up_projections = [GroupedLinear(hidden_size, self.width, groups, device, dtype)]  # zeros: the identity
         if self.routed:
-            self.mma_up_1[adapter_name] = GroupedLinear(hidden_size, self.width, groups).to(device, dtype)
+            up_projections.append(GroupedLinear(hidden_size, self.width, groups, device, dtype))
+        if not init_weights:  # a non-identity adapter from the start (PEFT's `init_weights=False`, for tests)
+            for up in up_projections:
+                up.reset_parameters()
+        self.mma_up_0[adapter_name] = up_projections[0]
+        if self.routed:
+            self.mma_up_1[adapter_name] = up_projections[1]
             router = nn.Linear(self.width, 2, device=device, dtype=dtype)
             # PyTorch's default Linear init, as the reference's nn.Linear router.
             nn.init.kaiming_uniform_(router.weight, a=math.sqrt(5))
@@ -177,9 +210,12 @@ class MMALayer(nn.Module, BaseTunerLayer):
         self._routing_hooks = []
 
     # ---------------------------------------------------------------------------------------------------- forward
-    def adapt(self, x: torch.Tensor, routing=None) -> torch.Tensor:
-        """Apply the active adapter to `x` (batch, seq, width): `x + s * (w0 * U0 h + w1 * U1 h)`, `h = dropout(A x)`."""
-        name = self._active_adapter_here()
+    def adapt(self, x: torch.Tensor, routing=None, adapter_name: str | None = None) -> torch.Tensor:
+        """
+        Apply the adapter `adapter_name` (the active one by default) to `x` (batch, seq, width):
+        `x + s * (w0 * U0 h + w1 * U1 h)`, `h = dropout(A x)`.
+        """
+        name = adapter_name or self._active_adapter_here()
         down = self.mma_down[name]
         xa = x.to(down.weight.dtype)
         h = down(xa)
@@ -213,9 +249,19 @@ class MMALayer(nn.Module, BaseTunerLayer):
         routing = kwargs.pop(ROUTING_KWARG, None)
         routing = routing if routing is not None else self._call_routing
         self._call_routing = None  # used once: the next call of the layer brings its own
-        if not self.routes_now():
+        if self.disable_adapters and self.merged:
+            self.unmerge()  # as LoRA does: a disabled adapter acts on nothing, merged or not
+        name = self._adapter_to_run(routing)
+        if name is None:
             return self.base_layer(hidden_states, *args, **kwargs)
-        return self.base_layer(self.adapt(hidden_states, routing), *args, **kwargs)
+        return self.base_layer(self.adapt(hidden_states, routing, name), *args, **kwargs)
+
+    def _adapter_to_run(self, routing) -> str | None:
+        """The adapter this call runs: the one a routing pass names (to merge an inactive one), else the active one."""
+        named = getattr(routing, "adapter_name", None)
+        if named is not None:
+            return named if named in self.mma_down else None
+        return self._active_adapter_here() if self.routes_now() else None
 
     def _active_adapter_here(self) -> str | None:
         active = [name for name in self.active_adapters if name in self.mma_down]
@@ -260,6 +306,11 @@ class MMALayer(nn.Module, BaseTunerLayer):
             for name, linear in input_projections(self.get_base_layer()).items()
         }
 
+    @property
+    def created_biases(self) -> bool:
+        """Whether a merge gave one of the wrapped module's input projections a bias it did not have."""
+        return any(self._created_biases.values())
+
     def can_merge(self) -> bool:
         """Routed vision adapters mix per token, which is not linear: they cannot fold into weights."""
         return not (self.routed and self.routing_key is None)
@@ -268,23 +319,33 @@ class MMALayer(nn.Module, BaseTunerLayer):
         self,
         safe_merge: bool = False,
         adapter_names: list[str] | None = None,
-        routing_weights: torch.Tensor | None = None,
+        routing_weights: dict[str, torch.Tensor] | None = None,
         modality: str | None = None,
     ) -> None:
         """
-        Fold the adapter into the wrapped module's input projections, exactly, for fixed `routing_weights` (2,)
-        (those of `modality`, for an LLM adapter).
+        Fold the adapters into the wrapped module's input projections, exactly, each for its fixed routing weights
+        `routing_weights[name]` (2,) (those of `modality`, for an LLM adapter). Adapters merged already are left as
+        they are, with PEFT's warning.
         """
         if not self.can_merge():
             return
-        if self.routed and routing_weights is None:
-            raise ValueError("An LLM MMA adapter merges for one modality: give its routing weights.")
         for name in check_adapters_to_merge(self, adapter_names):
             if name not in self.mma_down:
                 continue
-            up, down, shift = self.folded_affine(name, routing_weights)
+            weights = None
+            if self.routed:
+                weights = (routing_weights or {}).get(name)
+                if weights is None:
+                    raise ValueError("An LLM MMA adapter merges for one modality: give its routing weights.")
+                if self.merged_modality not in (None, modality):
+                    raise ValueError(
+                        f"Adapters are merged for {self.merged_modality!r} inputs already; merging {name!r} for "
+                        f"{modality!r} inputs would mix the two. Call unmerge_adapter() first."
+                    )
+            with torch.no_grad():
+                up, down, shift = self.folded_affine(name, weights)
             self._created_biases[name] = fold(self.get_base_layer(), up, down, shift, safe_merge, name)
-            self.mma_merged_routing[name] = routing_weights
+            self.mma_merged_routing[name] = weights
             self.merged_adapters.append(name)
             if self.routed:
                 self.merged_modality = modality
@@ -293,7 +354,8 @@ class MMALayer(nn.Module, BaseTunerLayer):
         """Take every merged adapter out of the wrapped module again (exact up to rounding, as LoRA's)."""
         while self.merged_adapters:
             name = self.merged_adapters.pop()
-            up, down, shift = self.folded_affine(name, self.mma_merged_routing.pop(name))
+            with torch.no_grad():
+                up, down, shift = self.folded_affine(name, self.mma_merged_routing.pop(name))
             unfold(self.get_base_layer(), up, down, shift, self._created_biases.pop(name))
         self.merged_modality = None
 
@@ -314,6 +376,9 @@ class MMAModalityEmbedding(nn.Module, BaseTunerLayer):
     """
     The modality-token embedding of a base model that has none (a plain causal LM, or a VLM other than LaVIN),
     owned by the tuner and trained with the adapters: one `Embedding(2, width)` per adapter.
+
+    It wraps no base layer, so it answers the questions PEFT asks of every tuner layer itself: `weight` is the active
+    adapter's (2, width) table, `bias` is `None`, `in_features` is 2 (the modalities) and `out_features` the width.
     """
 
     adapter_layer_names = ("mma_modality_embedding",)
@@ -321,6 +386,7 @@ class MMAModalityEmbedding(nn.Module, BaseTunerLayer):
 
     def __init__(self, adapter_name: str, width: int, device: torch.device | None, dtype: torch.dtype | None):
         super().__init__()
+        self.in_features, self.out_features = len(MODALITIES), width
         self.width = width
         self._device, self._dtype = device, dtype
         self.mma_modality_embedding = nn.ModuleDict()
@@ -330,17 +396,30 @@ class MMAModalityEmbedding(nn.Module, BaseTunerLayer):
         self.update_layer(adapter_name)
 
     def update_layer(self, adapter_name: str) -> None:
-        embedding = nn.Embedding(2, self.width, device=self._device, dtype=self._dtype)
+        embedding = nn.Embedding(len(MODALITIES), self.width, device=self._device, dtype=self._dtype)
         nn.init.normal_(embedding.weight)
         self.mma_modality_embedding[adapter_name] = embedding
         self.set_adapter(self.active_adapters)
 
-    def embeddings(self) -> torch.Tensor:
-        """The (2, width) embeddings of the active adapter: row 0 text-only, row 1 with an image."""
+    def embeddings(self, adapter_name: str | None = None) -> torch.Tensor:
+        """The (2, width) embeddings of `adapter_name` (the active adapter by default): row 0 text-only, row 1 image."""
+        if adapter_name is None:
+            active = [name for name in self.active_adapters if name in self.mma_modality_embedding]
+            if not active:
+                raise ValueError("No active MMA adapter: use set_adapter(name).")
+            adapter_name = active[0]
+        return self.mma_modality_embedding[adapter_name].weight
+
+    @property
+    def weight(self) -> torch.Tensor:
         active = [name for name in self.active_adapters if name in self.mma_modality_embedding]
         if not active:
-            raise ValueError("No active MMA adapter: use set_adapter(name).")
+            raise AttributeError("MMAModalityEmbedding has no active adapter, so no weight.")
         return self.mma_modality_embedding[active[0]].weight
+
+    @property
+    def bias(self) -> None:
+        return None
 
     def merge(self, *args, **kwargs) -> None:  # nothing to fold: the embedding only feeds the routers
         pass

@@ -6,11 +6,12 @@ import logging
 
 import torch
 from peft.tuners.tuners_utils import BaseTuner, _filter_state_dict_by_key_prefixes, _get_tuner_state_dict_key_prefixes
+from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
 from .config import MMAConfig
-from .folding import INPUT_PROJECTIONS
 from .layer import MMALayer, MMAModalityEmbedding
+from .merged_saving import keep_unfolded_adapters, refuse_saving
 from .routing import MODALITIES, ImageTokenModality, ModalityRouter, find_router, image_token_id
 
 logger = logging.getLogger(__name__)
@@ -48,36 +49,31 @@ def _is_under(key: str, prefix: str | None) -> bool:
     return prefix is not None and (prefix == "" or key == prefix or key.startswith(prefix + "."))
 
 
-def _declare_new_biases(model: nn.Module) -> None:
+def _declare_new_biases(model: nn.Module, folded_into: list[nn.Module]) -> list[str]:
     """
-    Folding an adapter's constant term gives q/k/v (or gate/up) a bias. Give the sibling projections a zero bias and
-    say so in the config, so that the merged model saves and reloads as the same architecture.
+    Folding an adapter's constant term gave the input projections (q/k/v, or gate/up) of the modules `folded_into` a
+    bias they did not have. Give their sibling projections a zero bias and say so in the config, so that the merged
+    model saves and reloads as the same architecture.
+
+    Returns:
+        The config flags the model's config lacks to declare them (e.g. `mlp_bias` for Gemma 3): saved, the model
+        would lose those biases.
     """
     text_config = model.config.get_text_config()
     undeclared = set()
-    for module in model.modules():
+    for module in folded_into:
         linears = {name: child for name, child in module.named_children() if isinstance(child, nn.Linear)}
-        if not any(name in INPUT_PROJECTIONS and child.bias is not None for name, child in linears.items()):
-            continue
         for flag, siblings in (("attention_bias", ("o_proj",)), ("mlp_bias", ("down_proj",))):
-            present = [linears[name] for name in siblings if name in linears]
-            if not present:
+            if not any(name in linears for name in siblings):
                 continue
             for child in linears.values():
                 if child.bias is None:
-                    child.bias = nn.Parameter(torch.zeros(child.out_features, dtype=child.weight.dtype))
+                    child.bias = nn.Parameter(torch.zeros_like(child.weight[:, 0]), requires_grad=False)
             if hasattr(text_config, flag):
                 setattr(text_config, flag, True)
             else:
                 undeclared.add(flag)
-    if undeclared:
-        logger.warning(
-            "The merged %s is exact in memory, but its config has no %s to declare the biases merging gave its "
-            "layers: saved and reloaded, it would lose them. Save the adapter instead (PeftModel.save_pretrained), or "
-            "merge adapters on the attentions only (adapter_type='attn').",
-            type(model).__name__,
-            sorted(undeclared),
-        )
+    return sorted(undeclared)
 
 
 def _make_checkpointing_non_reentrant(model: nn.Module) -> None:
@@ -146,10 +142,13 @@ class MMAModel(BaseTuner):
             low_cpu_mem_usage=low_cpu_mem_usage,
             state_dict=state_dict,
         )
+        config = self.peft_config[adapter_name]
+        if not config.llm_target_names:  # vision adapters only: they route per token, on their own input
+            return
         # After PEFT froze the base: a base without a modality token gets one per adapter, owned by the tuner.
         if self._modality_embedding_name is None:
-            self._add_modality_token(model, adapter_name, self.peft_config[adapter_name].inference_mode)
-        self._install_routing(model, self.peft_config[adapter_name])
+            self._add_modality_token(model, adapter_name, config.inference_mode)
+        self._install_routing(model, config)
 
     def _inspect_base(self, model: nn.Module, config: MMAConfig) -> None:
         """Find the decoder, the vision tower and LaVIN's modality embedding; check the targets before injecting."""
@@ -219,6 +218,7 @@ class MMAModel(BaseTuner):
             "scale": peft_config.scale,
             "temperature": peft_config.temperature,
             "dropout": peft_config.dropout,
+            "init_weights": peft_config.init_weights,
         }
         if isinstance(target, MMALayer):
             target.update_layer(adapter_name, **settings)
@@ -268,15 +268,22 @@ class MMAModel(BaseTuner):
             source = getattr(decoder, MODALITY_TOKEN_ATTRIBUTE)
         ModalityRouter(decoder, self._modality_embeddings, source, llm_layers)
 
-    def _modality_embeddings(self) -> torch.Tensor:
-        """The two modality-token embeddings (text, image), shape (2, width), in the decoder's dtype."""
+    def _modality_embeddings(self, adapter_name: str | None = None) -> torch.Tensor:
+        """
+        The two modality-token embeddings (text, image) of `adapter_name` (the active adapter by default), shape
+        (2, width), in the decoder's dtype.
+        """
         decoder = self.model.get_submodule(self._decoder_name)
         weight = decoder.get_input_embeddings().weight
         dtype = weight.dtype if weight.is_floating_point() else torch.float32
-        if self._modality_embedding_name is not None:
-            embedding = self.model.get_submodule(self._modality_embedding_name)
-            return embedding(torch.arange(2, device=weight.device)).to(dtype)
-        return getattr(decoder, MODALITY_TOKEN_ATTRIBUTE).embeddings().to(weight.device, dtype)
+        if self._modality_embedding_name is None:
+            return getattr(decoder, MODALITY_TOKEN_ATTRIBUTE).embeddings(adapter_name).to(weight.device, dtype)
+        embedding = self.model.get_submodule(self._modality_embedding_name)
+        if adapter_name is not None and isinstance(embedding, ModulesToSaveWrapper):
+            # LaVIN's own modality embedding, trained per adapter by `modules_to_save`
+            copies = embedding.modules_to_save
+            embedding = copies[adapter_name] if adapter_name in copies else embedding.original_module
+        return embedding(torch.arange(2, device=weight.device)).to(dtype)
 
     @classmethod
     def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
@@ -323,6 +330,9 @@ class MMAModel(BaseTuner):
         again. The merged model serves inputs of that modality only (a batch holding the other one is refused).
         Routed vision adapters mix per token and stay unmerged.
 
+        Each adapter folds with its own routing weights, those it has when it runs alone: an adapter that is not the
+        active one merges as it would if it were. Adapters merged already are left as they are, with PEFT's warning.
+
         Args:
             adapter_names (`list[str]`, *optional*): Adapters to merge; the active ones by default.
             safe_merge (`bool`): Check the merged weights for NaNs before writing them.
@@ -330,19 +340,26 @@ class MMAModel(BaseTuner):
                 `"text"` on a plain LLM, which has no image path).
         """
         self._check_merge_allowed()
-        modality = self._merge_modality(modality, adapter_names)
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad():
-            table = self.routing_table()
-        self.model.train(was_training)
-        index = MODALITIES[modality]
-        for module in self.model.modules():
-            if isinstance(module, MMALayer):
-                weights = table[module.routing_key][index] if module.routing_key is not None else None
-                module.merge(
-                    safe_merge=safe_merge, adapter_names=adapter_names, routing_weights=weights, modality=modality
-                )
+        layers = [m for m in self.model.modules() if isinstance(m, MMALayer) and m.can_merge()]
+        names = self.active_adapters if adapter_names is None else adapter_names
+        pending = [n for n in names if any(n in m.mma_down and n not in m.merged_adapters for m in layers)]
+        tables = {}
+        if pending:
+            modality = self._merge_modality(modality, pending)
+            router = find_router(self.model.get_submodule(self._decoder_name))
+            routed = {n for m in layers if m.routing_key is not None for n in m.mma_down}
+            # Every table before any fold: a fold changes the weights the routing pass runs through.
+            index = MODALITIES[modality]
+            for name in pending:
+                if name in routed:
+                    tables[name] = {key: weights[index] for key, weights in router.table_of(name).items()}
+        for module in layers:
+            weights = {
+                name: table[module.routing_key] for name, table in tables.items() if module.routing_key in table
+            }
+            module.merge(
+                safe_merge=safe_merge, adapter_names=adapter_names, routing_weights=weights, modality=modality
+            )
 
     def merge_and_unload(
         self,
@@ -356,13 +373,63 @@ class MMAModel(BaseTuner):
 
         LLM adapters fold exactly for one modality, since their routing depends only on it: the merged model is for
         `modality="image"` prompts (with an image) or `modality="text"` prompts. Vision adapters without a router
-        (`normal`) fold exactly; routed vision adapters depend on each token and stay in place.
+        (`normal`) fold exactly; routed vision adapters depend on each token and stay in place, and the merged model's
+        `save_pretrained` saves them beside the base weights so that `from_pretrained` reloads it exactly (see
+        `merged_saving.py`).
+
+        What cannot fold comes from one adapter: the active one, or the only one of `adapter_names` (its
+        `modules_to_save` copies, e.g. LaVIN's projector, and its routed vision adapters).
         """
-        self.merge_adapter(adapter_names=adapter_names, safe_merge=safe_merge, modality=modality)
+        kept = self._adapter_kept_whole(adapter_names)
+        active = self.active_adapters
+        if [kept] != active:
+            self.set_adapter(kept)
+        try:
+            self.merge_adapter(adapter_names=adapter_names, safe_merge=safe_merge, modality=modality)
+        except Exception:
+            if [kept] != active:
+                self.set_adapter(active)
+            raise
+        config = self.peft_config[kept]
+        folded_into = [
+            m.get_base_layer() for m in self.model.modules() if isinstance(m, MMALayer) and m.created_biases
+        ]
         merged = self._unload_and_optionally_merge(merge=True, progressbar=progressbar, adapter_names=adapter_names)
         self._remove_routing()
-        _declare_new_biases(merged)
+        if any(isinstance(m, MMALayer) for m in merged.modules()):
+            keep_unfolded_adapters(merged, kept, config)
+        undeclared = _declare_new_biases(merged, folded_into)
+        if undeclared:
+            reason = (
+                f"The merged {type(merged).__name__} is exact in memory, but its config has no {undeclared} to "
+                "declare the biases merging gave its layers: saved and reloaded, it would lose them. Save the adapter "
+                "instead (PeftModel.save_pretrained), or merge adapters on the attentions only (adapter_type='attn')."
+            )
+            logger.warning(reason)
+            refuse_saving(merged, reason)
         return merged
+
+    def _adapter_kept_whole(self, adapter_names: list[str] | None) -> str:
+        """The adapter whose unfoldable parts a merged model keeps (see [`merge_and_unload`])."""
+        active = self.active_adapters
+        if adapter_names is None or (len(active) == 1 and active[0] in adapter_names):
+            if len(active) != 1:
+                raise ValueError(f"MMA merges one active adapter at a time; active: {active}. Use set_adapter(name).")
+            kept = active[0]
+        elif len(adapter_names) == 1:
+            kept = adapter_names[0]
+        else:
+            raise ValueError(
+                f"Merging {adapter_names} while {active} is active: the merged model keeps the projector and "
+                "modality copies of one adapter. Call set_adapter() with the one to keep first."
+            )
+        routed_vision = any(isinstance(m, MMALayer) and not m.can_merge() for m in self.model.modules())
+        if routed_vision and adapter_names is not None and len(adapter_names) > 1:
+            raise ValueError(
+                f"Routed vision adapters cannot fold, and one layer runs one of them: merge one adapter of "
+                f"{adapter_names} at a time, or use vision_adapter_type='normal', which folds."
+            )
+        return kept
 
     def unload(self) -> nn.Module:
         """Remove the adapters without merging and return the base model."""

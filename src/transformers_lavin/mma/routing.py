@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -38,9 +39,14 @@ class RouteOnFirstToken:
     """
     Each adapter routes on its own input at position 0, the reference's rule. Used for the routing pass (the
     modality tokens alone) and for direct calls of an adapted module; records what each adapter computed.
+
+    Args:
+        adapter_name: The adapter every layer runs in this pass (to merge an adapter that is not the active one);
+            `None` for the active adapter.
     """
 
-    def __init__(self):
+    def __init__(self, adapter_name: str | None = None):
+        self.adapter_name = adapter_name
         self.table: dict[str, torch.Tensor] = {}
 
     def up_projections(self, layer, adapter_name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,18 +95,21 @@ def rows_from_table(table: dict[str, torch.Tensor], modality_ids: torch.LongTens
     return dict(zip(table.keys(), rows.unbind(0), strict=True))
 
 
-def run_routing_pass(decoder: nn.Module, modality_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
+def run_routing_pass(
+    decoder: nn.Module, modality_embeddings: torch.Tensor, adapter_name: str | None = None
+) -> dict[str, torch.Tensor]:
     """
     Run the modality embeddings alone through `decoder` and return the routing table.
 
     Args:
         decoder: The decoder stack (e.g. `LlamaModel`) with MMA adapters on its layers.
         modality_embeddings: (num_modalities, width); row m is the embedding of modality m.
+        adapter_name: The adapter to route (the active one by default).
 
     Returns:
         `dict` mapping each adapter's routing key to its weights, shape (num_modalities, 2).
     """
-    routing = RouteOnFirstToken()
+    routing = RouteOnFirstToken(adapter_name)
     num_modalities = modality_embeddings.shape[0]
     position_ids = torch.zeros(num_modalities, 1, dtype=torch.long, device=modality_embeddings.device)
     decoder(
@@ -139,7 +148,8 @@ class ModalityRouter:
 
     Args:
         decoder: The decoder stack holding the adapted layers.
-        modality_embeddings: Returns the (2, width) modality-token embeddings of the active adapter.
+        modality_embeddings: Returns the (2, width) modality-token embeddings of an adapter (called with its name, or
+            with `None` for the active adapter).
         modality_source: The module that holds them (its parameters key the table's cache).
         llm_layers: The routed LLM adapter layers (to skip routing when none is active or all are merged).
     """
@@ -147,7 +157,7 @@ class ModalityRouter:
     def __init__(
         self,
         decoder: nn.Module,
-        modality_embeddings: Callable[[], torch.Tensor],
+        modality_embeddings: Callable[[str | None], torch.Tensor],
         modality_source: nn.Module,
         llm_layers: list[nn.Module],
     ):
@@ -176,6 +186,14 @@ class ModalityRouter:
         """
         return self._routing()[0]
 
+    def table_of(self, adapter_name: str) -> dict[str, torch.Tensor]:
+        """
+        The routing table of `adapter_name`, active or not, computed afresh with every module in eval mode (no
+        dropout) and without gradients: the weights a merge folds.
+        """
+        with torch.no_grad(), _eval_mode(self.decoder):
+            return run_routing_pass(self.decoder, self.modality_embeddings(adapter_name), adapter_name)
+
     def rows(self, modality_ids: torch.LongTensor) -> RowRouting:
         """The routing of a batch whose row r has modality `modality_ids[r]` (0 text-only, 1 with an image)."""
         table, mixes = self._routing()
@@ -185,16 +203,21 @@ class ModalityRouter:
         """
         The routing table, and the cache of its mixed up-projections (`None` when it must not outlive the call),
         computed once per parameter state outside training.
+
+        A layer in training mode applies dropout, also in the routing pass, so the table is not reused while any
+        adapter layer is in training mode (PEFT leaves new adapter layers so, even under an eval-mode model): two
+        forwards from the same seed then draw the same dropout masks.
         """
-        if torch.is_grad_enabled() or self.decoder.training:
+        training = self.decoder.training or any(layer.training for layer in self.llm_layers)
+        if torch.is_grad_enabled() or training:
             self._cached = None
-            table = run_routing_pass(self.decoder, self.modality_embeddings())
+            table = run_routing_pass(self.decoder, self.modality_embeddings(None))
             if torch.is_grad_enabled():
                 self._check_gradients(table)
             return table, None
         state = self._parameter_state()
         if self._cached is None or self._cached[0] != state:
-            self._cached = (state, run_routing_pass(self.decoder, self.modality_embeddings()), {})
+            self._cached = (state, run_routing_pass(self.decoder, self.modality_embeddings(None)), {})
         return self._cached[1:]
 
     def _parameter_state(self) -> tuple:
@@ -210,6 +233,8 @@ class ModalityRouter:
         first = parameters[0]
         return (
             _active_adapters(self.llm_layers),
+            # Tensors made under inference mode cannot be used later where autograd records.
+            torch.is_inference_mode_enabled(),
             first.dtype,
             first.device,
             tuple(p._version for p in parameters),
@@ -246,7 +271,10 @@ def _active_adapters(layers: list[nn.Module]) -> tuple:
 
 
 def _check_merged_modality(layers: list[nn.Module], modality_ids: torch.LongTensor | None) -> None:
-    merged = {layer.merged_modality for layer in layers if layer.merged_modality is not None}
+    # A disabled layer unmerges itself when called, so only enabled merged layers fix the modality.
+    merged = {
+        layer.merged_modality for layer in layers if layer.merged_modality is not None and not layer.disable_adapters
+    }
     if not merged or modality_ids is None or torch.compiler.is_compiling():
         return
     (modality,) = merged
@@ -256,6 +284,18 @@ def _check_merged_modality(layers: list[nn.Module], modality_ids: torch.LongTens
             f"The MMA adapters are merged for {modality!r} inputs, but the batch holds {other} rows, which route "
             "differently. Call unmerge_adapter(), or merge_adapter(modality=...) for the modality you serve."
         )
+
+
+@contextmanager
+def _eval_mode(module: nn.Module):
+    """Every submodule of `module` in eval mode inside the block; each gets its own mode back after it."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def find_router(model: nn.Module) -> ModalityRouter | None:
