@@ -136,3 +136,13 @@ def test_loading_a_local_jsonl_counts_no_load_unless_the_user_allows_it(tmp_path
     assert loaded["rows"] == 2
     # datasets' packaged "json" builder asks to count the load (and goes on when refused) only when allowed.
     assert bool(loaded["attempts"]) is allowed, loaded["attempts"]
+
+
+def test_flash_attention_availability_asks_no_hub_kernel():
+    from transformers.utils import import_utils
+
+    # Without the package's switch this asks the Hub for a kernel when `kernels` is installed (transformers 5.25).
+    assert import_utils.is_flash_attn_kernel_fallback_available(2) is False
+    assert import_utils.is_flash_attn_2_available.__wrapped__(kernels_fallback_ok=True) is (
+        importlib.util.find_spec("flash_attn") is not None
+    )

@@ -19,7 +19,7 @@ import os
 import sys
 
 from huggingface_hub import constants as hub_constants
-from transformers.utils import is_env_variable_true
+from transformers.utils import import_utils, is_env_variable_true
 
 HUB_KERNELS_SWITCH = "USE_HUB_KERNELS"
 TELEMETRY_SWITCH = "HF_HUB_DISABLE_TELEMETRY"
@@ -43,6 +43,7 @@ def keep_hub_kernels_off() -> None:
     # transformers reads it at every `from_pretrained` and `kernelize`; child processes (launchers) inherit it.
     os.environ[HUB_KERNELS_SWITCH] = "NO"
     _import_bitsandbytes_without_hub_kernels()
+    _no_flash_attention_kernel_probe()
 
 
 def keep_telemetry_off() -> None:
@@ -62,6 +63,15 @@ def keep_download_counts_off() -> None:
     datasets_config = sys.modules.get("datasets.config")
     if datasets_config is not None:  # imported already: update what it read
         datasets_config.HF_UPDATE_DOWNLOAD_COUNTS = False
+
+
+def _no_flash_attention_kernel_probe() -> None:
+    """
+    transformers' `is_flash_attn_*_available(kernels_fallback_ok=True)` (continuous batching, `transformers serve`,
+    the testing utils) downloads a flash-attention kernel from the Hub to see whether one would load, whatever
+    `USE_HUB_KERNELS` says. With Hub kernels off the answer is no: say so without asking the Hub.
+    """
+    import_utils.is_flash_attn_kernel_fallback_available = lambda fa_version: False
 
 
 def _import_bitsandbytes_without_hub_kernels() -> None:
