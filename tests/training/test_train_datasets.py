@@ -48,7 +48,7 @@ def _trained(out) -> None:
     assert (out / "adapter_model.safetensors").is_file()
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "MMA"
-    assert config["base_model_name_or_path"] == str(out / "base_model")
+    assert config["base_model_name_or_path"] == str((out / "base_model").resolve())
     assert (out / "training_loss.png").is_file() and (out / "routing_weights.png").is_file()
 
 
@@ -168,10 +168,19 @@ def test_card_names_the_base_model_and_its_snippet_runs(tmp_path):
     data = _write_jsonl(tmp_path / "chat.jsonl", _chat_rows(tmp_path))
     out = _train(tmp_path, "--dataset_name", data)
     card = (out / "README.md").read_text()
-    assert f"base_model: {out / 'base_model'}" in card and "fine-tuned version of" not in card
-    assert str(data) in card and "pipeline_tag: image-text-to-text" in card
+    metadata = card.split("---")[1]
+    # A local base is no Hub id: the metadata leaves it out (as TRL's cards do); the text and the snippet name it.
+    assert (
+        "base_model" not in metadata and str(data) not in metadata and "pipeline_tag: image-text-to-text" in metadata
+    )
+    assert f"`{(out / 'base_model').resolve()}` (a local folder)" in card and str(data) in card
+    assert "fine-tuned version of" not in card
     snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
-    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120, cwd=elsewhere
+    )
     assert result.returncode == 0, result.stderr[-2000:]
 
 

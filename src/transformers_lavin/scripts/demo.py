@@ -35,6 +35,7 @@ from trl import SFTConfig
 
 from ..cli_errors import add_debug_argument, user_errors
 from ..cli_flags import UnderscoreArgumentParser
+from ..conversion.staging import apply_umask
 from ..data import OPTION_LETTERS, load_scienceqa, write_synthetic_scienceqa
 from ..data.sft_datasets import raw_prompt_completion
 from ..evaluation.multiple_choice import ANSWER_PREFIX, MultipleChoiceResult, _prompt_text, score_choice_texts
@@ -213,9 +214,10 @@ def run_demo(args: argparse.Namespace) -> dict:
     pretrain_losses = pretrain_language_model(model, processor, train, descriptions, args)
     if pretrain_losses:
         print(f"Tiny LLM pretrained on text: loss {pretrain_losses[0]:.3f} -> {pretrain_losses[-1]:.3f}")
-    base_dir = output_dir / BASE_MODEL_DIR
+    base_dir = (output_dir / BASE_MODEL_DIR).resolve()  # absolute: the adapter reloads from any directory
     model.save_pretrained(base_dir)  # the frozen base, before PEFT wraps the model in place
     processor.save_pretrained(base_dir)
+    apply_umask(base_dir)
     model.name_or_path = model.config._name_or_path = str(base_dir)  # the adapter's base_model_name_or_path
 
     before = score_choice_texts(model, processor, test)
@@ -262,6 +264,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         datasets=[str(data_dir)],
         metrics={"image accuracy": round(after.summary()["image_accuracy"], 3)},
     )
+    apply_umask(adapter_dir)
     base = AutoModelForImageTextToText.from_pretrained(base_dir)
     reloaded = PeftModel.from_pretrained(base, adapter_dir)
     again = score_choice_texts(reloaded, processor, test)
