@@ -246,7 +246,7 @@ def check_no_overlap(outputs: dict[str, str | Path], inputs: dict[str, str | Pat
 def write_adapter(directory: Path, mma_config: MMAConfig, state: dict[str, torch.Tensor], base_dir) -> None:
     """Write an adapter directory in the layout `PeftModel.save_pretrained` uses."""
     config = dataclasses.replace(mma_config)
-    config.base_model_name_or_path = str(base_dir)
+    config.base_model_name_or_path = str(Path(base_dir).resolve())  # loads from any working directory
     config.save_pretrained(directory)
     save_file(state, str(directory / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
 
