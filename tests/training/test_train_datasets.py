@@ -195,3 +195,18 @@ def test_short_help_and_hyphen_aliases(capsys):
     )
     assert script_args.dataset_name == "d" and training_args.output_dir == "o"
     assert script_args.dataset_train_split == "x"
+
+
+def test_typed_image_parts_in_jsonl_are_read_decoded_and_later_turns_counted(tmp_path, caplog):
+    # TRL's JSONL: an image part beside text parts, which `datasets` stores as JSON strings (its Json feature).
+    from transformers_lavin.data.sft_datasets import check_images_per_row, load_sft_dataset
+
+    red = _image(tmp_path, "red", "red")
+    user = {"role": "user", "content": [{"type": "text", "text": "Hello."}]}
+    answer = {"role": "assistant", "content": [{"type": "text", "text": "Hi."}]}
+    later = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "And this?"}]}
+    rows = [{"messages": [user, answer, later, answer], "images": [red]}, {"messages": [user, answer], "images": []}]
+    dataset = load_sft_dataset(_write_jsonl(tmp_path / "typed.jsonl", rows))
+    with caplog.at_level("WARNING"):
+        assert len(check_images_per_row(dataset)) == 2
+    assert "1 training rows attach their one image to a later turn" in caplog.text
