@@ -8,6 +8,7 @@ and before any file is read or written: a typo in a flag, a missing file or a ba
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,8 +200,6 @@ def parse_args(
     try:
         *parsed, remaining = parser.parse_args_and_config(args=argv, return_remaining_strings=True)
     except ValueError as device_error:
-        import sys
-
         probe_argv = [*(argv if argv is not None else sys.argv[1:]), *CPU_PROBE_OPTIONS]
         try:
             *probe, remaining = parser.parse_args_and_config(args=probe_argv, return_remaining_strings=True)
