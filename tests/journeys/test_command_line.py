@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -93,3 +94,23 @@ def test_the_processor_pads_a_truncated_batch_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         processor(text=["a short one", "a longer prompt"], padding=True, truncation=True, max_length=64)
+
+
+def test_a_base_built_into_a_relative_output_dir_is_recorded_by_its_absolute_path(work, monkeypatch, capsys):
+    monkeypatch.chdir(work)
+    quick = [
+        "--max_steps",
+        "1",
+        "--bf16",
+        "false",
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+    ]
+    synthetic = ["--synthetic", "--synthetic_num_train", "8", "--synthetic_num_eval", "2"]
+    assert main(["--tiny", *synthetic, "--output_dir", "tiny-run", *quick]) == 0
+    recorded = json.loads((work / "tiny-run" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert recorded == str((work / "tiny-run" / "base_model").resolve())  # not "tiny-run/base_model"

@@ -22,7 +22,9 @@ from PIL import Image
 
 from ..cli_errors import UserInputError, add_debug_argument, user_errors
 from ..cli_flags import UnderscoreArgumentParser
+from .generation import ChatInputError, chat_stream, load_image
 from .loading import DEMO_MODEL_NAME, ModelLoadError, load_chat_model
+from .routing import plot_routing, routing_for_turn
 
 # Gradio reads this when it is imported and again before each analytics call; it must never phone home. Gradio itself
 # is imported where the page is built, so that `--help` and a bad option answer without its import time.
@@ -91,9 +93,6 @@ def build_demo(
         `gr.Blocks`: the demo; start it with [`launch`] (or `.launch()` as a Hub Space does).
     """
     import gradio as gr
-
-    from .generation import ChatInputError, chat_stream, load_image
-    from .routing import plot_routing, routing_for_turn
 
     if model is None and load_error is None:
         raise ValueError("Pass either a model or the load_error that explains why there is none.")
