@@ -18,7 +18,7 @@ BLOCKS = {
         "docs/hub.md",
         "push_model_to_hub(model",
     ): "uploads to the Hugging Face Hub; tests/hub/test_hub_roundtrip.py runs the same calls against a local fake Hub",
-    ("docs/performance.md", "--device cuda"): "needs a CUDA GPU",
+    ("docs/performance.md", "gpu_check.sh"): "needs a CUDA GPU (about 8 minutes on one H200)",
     ("docs/training.md", "lavin-demo --output_dir"): "trains for about 2 minutes on 2 CPU cores; "
     "tests/training/test_demo.py runs the same program at its --quick size",
     (
