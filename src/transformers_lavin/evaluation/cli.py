@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..adapter_files import check_adapter_directory
 from ..cli_errors import EXIT_USER_ERROR, UserInputError, add_debug_argument, user_errors
 from ..cli_flags import UnderscoreArgumentParser
 from .judge import HTTPJudge, load_hf_judge
@@ -169,6 +170,8 @@ def _model_targets(args: argparse.Namespace) -> dict[str, tuple[str | None, str 
             raise ValueError(
                 f"--model names the run {model_name!r} and --adapter names it {adapter_name!r}; give the name once."
             )
+        if Path(directory).is_dir():
+            check_adapter_directory(directory)  # before any data or model loads
         if base is None and adapter_base(directory) is None:
             raise ValueError(f"The adapter at {directory} names no base model; give it with --model.")
         return {adapter_name or model_name or Path(directory).name: (base, directory)}
