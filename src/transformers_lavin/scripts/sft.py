@@ -160,7 +160,12 @@ def load_datasets(
 
     evaluate = training_args.eval_strategy != "no"
     if script_args.dataset_name is not None:
-        load = partial(load_sft_dataset, script_args.dataset_name, script_args.dataset_config)
+        load = partial(
+            load_sft_dataset,
+            script_args.dataset_name,
+            script_args.dataset_config,
+            allow_outside_images=script_args.allow_outside_images,
+        )
     else:
         root = _scienceqa_root(script_args, training_args)
 

@@ -72,6 +72,13 @@ class LavinScriptArguments(ScriptArguments):
             "help": "Refuse (or drop, with --drop_unsupported_rows) rows with more images; no limit by default."
         },
     )
+    allow_outside_images: bool = field(
+        default=False,
+        metadata={
+            "help": "Let a local --dataset_name name images outside its folder (absolute paths, '..'); refused by "
+            "default, so that a data file cannot make training read other files."
+        },
+    )
     drop_unsupported_rows: bool = field(
         default=False,
         metadata={"help": "Drop rows over --max_images_per_sample instead of refusing the dataset."},
