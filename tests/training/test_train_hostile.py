@@ -90,3 +90,31 @@ def test_a_decompression_bomb_in_scienceqa_names_its_problem(tmp_path):
     bomb_png(tmp_path / "image.png")
     with pytest.raises(ValueError, match=r"problem '7' .* decompression-bomb guard"):
         _check_image(tmp_path / "image.png", "7")
+
+
+def _train_with_checkpoints(layout, max_steps: int, *extra: str) -> int:
+    (layout / "data" / "train.jsonl").write_text(_rows(["red.png"] * 4))
+    argv = [*FAST, "--output_dir", str(layout / "out"), "--dataset_name", str(layout / "data" / "train.jsonl")]
+    return main([*argv, "--max_steps", str(max_steps), "--save_strategy", "steps", "--save_steps", "1", *extra])
+
+
+def test_resume_skips_a_checkpoint_whose_save_was_cut_short(layout, caplog):
+    assert _train_with_checkpoints(layout, 2) == 0
+    cut = layout / "out" / "checkpoint-3"  # what kill -9 during a save leaves
+    cut.mkdir()
+    (cut / "README.md").write_text("partial")
+    with caplog.at_level("INFO"):
+        assert _train_with_checkpoints(layout, 3, "--resume_from_checkpoint", "true") == 0
+    assert f"Skipping {cut}: its save did not finish" in caplog.text
+    assert json.loads((cut / "trainer_state.json").read_text())["global_step"] == 3  # step 3 trained and saved
+
+
+def test_resuming_a_finished_run_trains_nothing_and_keeps_the_adapter(layout, caplog):
+    assert _train_with_checkpoints(layout, 2) == 0
+    adapter = layout / "out" / "adapter_model.safetensors"
+    before = adapter.read_bytes(), adapter.stat().st_mtime_ns
+    with caplog.at_level("WARNING"):
+        assert _train_with_checkpoints(layout, 2, "--resume_from_checkpoint", "true") == 0
+    assert "is at step 2, the end of this run (--max_steps 2): nothing to train" in caplog.text
+    assert (adapter.read_bytes(), adapter.stat().st_mtime_ns) == before
+    assert not (layout / "out" / "checkpoint-3").exists()
