@@ -22,6 +22,7 @@ from ..cli_errors import EXIT_USER_ERROR, UserInputError, add_debug_argument, us
 from ..cli_flags import UnderscoreArgumentParser
 from .judge import HTTPJudge, load_hf_judge
 from .models import adapter_base, load_model, resolve_device
+from .output_lock import output_folder_lock
 from .report import markdown_table
 from .runner import CONFIG_FILE, _check_settings, run_evaluation
 from .tasks import TASKS, Task
@@ -238,17 +239,18 @@ def _run(args: argparse.Namespace) -> int:
         hf_kwargs["merge_adapter"] = args.merge_adapter
     # A generator, so that each model is loaded only when its turn comes and freed before the next one.
     models = ((name, load_model(spec, adapter=adapter, **hf_kwargs)) for name, (spec, adapter) in targets.items())
-    summaries = run_evaluation(
-        models,
-        tasks,
-        args.output_dir,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        max_new_tokens=args.max_new_tokens,
-        retry_errors=args.retry_errors,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+    with output_folder_lock(args.output_dir):
+        summaries = run_evaluation(
+            models,
+            tasks,
+            args.output_dir,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            max_new_tokens=args.max_new_tokens,
+            retry_errors=args.retry_errors,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
     failed = failed_runs(summaries)
     if failed:
         # A table of zeros would read as a score; every sample erred, so there is none.
