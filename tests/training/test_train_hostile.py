@@ -118,3 +118,21 @@ def test_resuming_a_finished_run_trains_nothing_and_keeps_the_adapter(layout, ca
     assert "is at step 2, the end of this run (--max_steps 2): nothing to train" in caplog.text
     assert (adapter.read_bytes(), adapter.stat().st_mtime_ns) == before
     assert not (layout / "out" / "checkpoint-3").exists()
+
+
+def test_a_batch_size_of_zero_is_refused_before_anything_is_written(layout, capsys):
+    (layout / "data" / "train.jsonl").write_text(_rows(["red.png"] * 2))
+    argv = ["--dataset_name", str(layout / "data" / "train.jsonl"), "--per_device_train_batch_size", "0"]
+    assert "--per_device_train_batch_size must be at least 1; got 0" in _refused(layout, capsys, *argv)
+    assert not (layout / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--max_steps", "-1"), ("--save_steps", "-3"), ("--per_device_train_batch_size", "0")]
+)
+def test_train_fsdp_refuses_values_that_would_train_nothing(tmp_path, capsys, option, value):
+    from transformers_lavin.scripts.train_fsdp import main as fsdp_main
+
+    assert fsdp_main(["--tiny", "--synthetic", "--output_dir", str(tmp_path / "out"), option, value]) == 1
+    assert f"{option} must be at least" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -364,6 +364,10 @@ def validate_arguments(
     check_dataset_arguments(script_args)
     if Path(training_args.output_dir).is_file():
         raise ValueError(f"--output_dir {training_args.output_dir!r} is a file; give a folder.")
+    if training_args.per_device_train_batch_size < 1:
+        raise ValueError(
+            f"--per_device_train_batch_size must be at least 1; got {training_args.per_device_train_batch_size}."
+        )
     if model_args.peft_method == "mma":
         mma_args.to_peft_config()  # MMAConfig checks its own values
     check_gradient_checkpointing(training_args)
