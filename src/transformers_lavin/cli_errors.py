@@ -53,6 +53,28 @@ def one_line(error: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _decompression_bomb_error() -> type[BaseException] | None:
+    # Only loaded PIL can raise it; the scripts' --help stays without PIL.
+    image_module = sys.modules.get("PIL.Image")
+    return getattr(image_module, "DecompressionBombError", None)
+
+
+def _is_user_error(error: BaseException) -> bool:
+    bomb = _decompression_bomb_error()
+    return isinstance(error, USER_ERROR_TYPES) or (bomb is not None and isinstance(error, bomb))
+
+
+def _advice(error: BaseException) -> str:
+    """What to do, for errors raised by libraries with a message that does not say it."""
+    bomb = _decompression_bomb_error()
+    if bomb is not None and isinstance(error, bomb):
+        return (
+            " An image in the data is over PIL's decompression-bomb limit: remove or shrink it, or, if you trust it, "
+            "raise PIL.Image.MAX_IMAGE_PIXELS (see docs/security.md)."
+        )
+    return ""
+
+
 def user_errors(prog: str) -> Callable[[Callable[[list[str]], int | None]], Callable[[Sequence[str] | None], int]]:
     """
     Decorate a script's `main(argv)` so that bad input ends in one clear line and exit status 1.
@@ -71,11 +93,13 @@ def user_errors(prog: str) -> Callable[[Callable[[list[str]], int | None]], Call
             argv, debug = pop_debug_flag(sys.argv[1:] if argv is None else argv)
             try:
                 return main(argv) or 0
-            except USER_ERROR_TYPES as error:
+            except Exception as error:
+                if not _is_user_error(error):
+                    raise
                 if debug:
                     traceback.print_exc()
                 hint = "" if debug else f" (run again with {DEBUG_FLAG} for the traceback)"
-                print(f"{prog}: error: {one_line(error)}{hint}", file=sys.stderr)
+                print(f"{prog}: error: {one_line(error)}{_advice(error)}{hint}", file=sys.stderr)
                 return EXIT_USER_ERROR
 
         return wrapper

@@ -95,7 +95,9 @@ def test_empty_message_is_refused(demo_model, message):
 
 
 @pytest.mark.parametrize(
-    "settings", [{"max_new_tokens": 0}, {"temperature": -1.0}, {"top_p": 0.0}, {"top_p": 1.5}], ids=str
+    "settings",
+    [{"max_new_tokens": 0}, {"temperature": -1.0}, {"temperature": float("nan")}, {"top_p": 0.0}, {"top_p": 1.5}],
+    ids=str,
 )
 def test_bad_settings_are_refused(demo_model, settings):
     model, processor = demo_model

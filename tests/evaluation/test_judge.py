@@ -64,7 +64,7 @@ def chat_server():
 
 def test_parse_judge_scores():
     assert parse_judge_scores("8 6\nBecause...") == (8.0, 6.0)
-    for garbage in ["Assistant 1 is better.", "8", "", "8 6 4"]:
+    for garbage in ["Assistant 1 is better.", "8", "", "8 6 4", "NaN NaN", "inf 3"]:
         with pytest.raises(JudgeError):
             parse_judge_scores(garbage)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -148,7 +149,7 @@ def chat_stream(
         raise ChatInputError("Please type a message: LaVIN needs a question or instruction to answer.")
     if max_new_tokens < 1:
         raise ChatInputError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
-    if temperature < 0 or not 0 < top_p <= 1:
+    if not math.isfinite(temperature) or temperature < 0 or not 0 < top_p <= 1:
         raise ChatInputError(f"Need temperature >= 0 and 0 < top_p <= 1, got {temperature} and {top_p}.")
 
     inputs = encode_chat(processor, build_messages(history, message, image is not None), image)

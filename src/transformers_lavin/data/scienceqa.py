@@ -128,6 +128,11 @@ def _check_image(path: Path, qid: str) -> None:
         # Reads the header only; the pixels are decoded lazily by `datasets` when a row is accessed.
         with Image.open(path) as image:
             image.size  # noqa: B018
+    except Image.DecompressionBombError as e:
+        raise ValueError(
+            f"Image of ScienceQA problem {qid!r} at {path} is refused by PIL's decompression-bomb guard ({e}). Shrink "
+            "or remove it, or, if you trust it, raise PIL.Image.MAX_IMAGE_PIXELS."
+        ) from e
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"Image of ScienceQA problem {qid!r} at {path} cannot be read as an image ({e}).") from e
 

@@ -32,18 +32,23 @@ SCIENCEQA_HUB_COLUMNS = frozenset({"image", "question", "choices", "answer", "hi
 DATASET_FORMATS = ("messages", "prompt_completion", "text", "scienceqa")
 
 
-def load_sft_dataset(name: str, config: str | None = None, split: str = "train") -> datasets.Dataset:
+def load_sft_dataset(
+    name: str, config: str | None = None, split: str = "train", allow_outside_images: bool = False
+) -> datasets.Dataset:
     """
     One split of a dataset given by Hub id, local file (`.json`, `.jsonl`, `.parquet`, `.csv`, `.arrow`), local
     folder of such files, or folder written by `Dataset.save_to_disk`.
 
     Image columns that hold file paths (as LLaVA's JSON does) are read as images; relative paths are resolved from
-    the folder of the data files.
+    the folder of the local data (the data file's folder, or the dataset folder), and paths that leave it (`..`,
+    absolute paths, symbolic links out) are refused unless `allow_outside_images`: a data file from elsewhere must
+    not make training read (and an adapter memorise) any file the user can read.
 
     Args:
         name (`str`): Hub id or local path.
         config (`str`, *optional*): the dataset configuration (Hub datasets with several).
         split (`str`, *optional*, defaults to `"train"`): the split to load.
+        allow_outside_images (`bool`, *optional*, defaults to `False`): accept image paths outside the data folder.
 
     Returns:
         `datasets.Dataset`
@@ -63,15 +68,28 @@ def load_sft_dataset(name: str, config: str | None = None, split: str = "train")
             if split not in loaded:
                 raise ValueError(f"--dataset_name {name!r} has the splits {list(loaded)}, not {split!r}.")
             loaded = loaded[split]
-        return loaded
+        dataset, base = loaded, path
     else:
         # A Hub id, or a local folder of data files (datasets finds the splits from the file names).
         dataset = datasets.load_dataset(str(path) if path.is_dir() else name, config, split=split)
         base = path if path.is_dir() else None
-    return _images_from_paths(dataset, base)
+    return _images_from_paths(dataset, base, allow_outside_images)
 
 
-def _images_from_paths(dataset: datasets.Dataset, base: Path | None) -> datasets.Dataset:
+def _resolve_image_path(path: str | None, base: Path, allow_outside: bool, row: int) -> str | None:
+    if path is None:
+        return None
+    resolved = base / path  # an absolute `path` stays itself
+    if not allow_outside and not resolved.resolve().is_relative_to(base.resolve()):
+        raise ValueError(
+            f"--dataset_name: row {row} names the image {path!r}, which is outside the dataset folder "
+            f"{base.resolve()}. Image paths must be relative to the data file's folder and stay inside it: move the "
+            "images there, or pass --allow_outside_images if you trust the data."
+        )
+    return str(resolved)
+
+
+def _images_from_paths(dataset: datasets.Dataset, base: Path | None, allow_outside: bool) -> datasets.Dataset:
     features = dataset.features
     string = datasets.Value("string")
     if "images" in features and getattr(features["images"], "feature", None) == string:
@@ -82,14 +100,13 @@ def _images_from_paths(dataset: datasets.Dataset, base: Path | None) -> datasets
         return dataset
     if base is not None:
 
-        def resolve(path: str | None) -> str | None:
-            return path if path is None or Path(path).is_absolute() else str(base / path)
-
-        def absolute(row: dict) -> dict:
+        def absolute(row: dict, index: int) -> dict:
             value = row[column]
-            return {column: [resolve(p) for p in value] if isinstance(value, list) else resolve(value)}
+            if isinstance(value, list):
+                return {column: [_resolve_image_path(p, base, allow_outside, index) for p in value]}
+            return {column: _resolve_image_path(value, base, allow_outside, index)}
 
-        dataset = dataset.map(absolute, desc="resolving image paths")
+        dataset = dataset.map(absolute, with_indices=True, desc="resolving image paths")
     return dataset.cast_column(column, feature)
 
 

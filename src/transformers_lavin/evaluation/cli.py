@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..adapter_files import check_adapter_directory
 from ..cli_errors import EXIT_USER_ERROR, UserInputError, add_debug_argument, user_errors
 from ..cli_flags import UnderscoreArgumentParser
 from .judge import HTTPJudge, load_hf_judge
 from .models import adapter_base, load_model, resolve_device
+from .output_lock import output_folder_lock
 from .report import markdown_table
 from .runner import CONFIG_FILE, _check_settings, run_evaluation
 from .tasks import TASKS, Task
@@ -169,6 +171,8 @@ def _model_targets(args: argparse.Namespace) -> dict[str, tuple[str | None, str 
             raise ValueError(
                 f"--model names the run {model_name!r} and --adapter names it {adapter_name!r}; give the name once."
             )
+        if Path(directory).is_dir():
+            check_adapter_directory(directory)  # before any data or model loads
         if base is None and adapter_base(directory) is None:
             raise ValueError(f"The adapter at {directory} names no base model; give it with --model.")
         return {adapter_name or model_name or Path(directory).name: (base, directory)}
@@ -235,17 +239,18 @@ def _run(args: argparse.Namespace) -> int:
         hf_kwargs["merge_adapter"] = args.merge_adapter
     # A generator, so that each model is loaded only when its turn comes and freed before the next one.
     models = ((name, load_model(spec, adapter=adapter, **hf_kwargs)) for name, (spec, adapter) in targets.items())
-    summaries = run_evaluation(
-        models,
-        tasks,
-        args.output_dir,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        max_new_tokens=args.max_new_tokens,
-        retry_errors=args.retry_errors,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+    with output_folder_lock(args.output_dir):
+        summaries = run_evaluation(
+            models,
+            tasks,
+            args.output_dir,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            max_new_tokens=args.max_new_tokens,
+            retry_errors=args.retry_errors,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
     failed = failed_runs(summaries)
     if failed:
         # A table of zeros would read as a score; every sample erred, so there is none.

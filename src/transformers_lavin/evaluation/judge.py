@@ -8,6 +8,7 @@ default endpoint and no default model (LLaVA's published numbers used `gpt-4-031
 import contextlib
 import http.client
 import json
+import math
 import os
 import socket
 import threading
@@ -49,7 +50,10 @@ def parse_judge_scores(review: str) -> tuple[float, float]:
     try:
         if len(pieces) != 2:
             raise ValueError
-        return float(pieces[0]), float(pieces[1])
+        scores = float(pieces[0]), float(pieces[1])
+        if not all(math.isfinite(score) for score in scores):  # "NaN NaN" or "inf 1" is no rating
+            raise ValueError
+        return scores
     except ValueError:
         raise JudgeError(f"The judge's reply does not start with two scores: {first_line[:200]!r}") from None
 

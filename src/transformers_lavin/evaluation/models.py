@@ -8,12 +8,13 @@
 import importlib
 import importlib.util
 import inspect
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
+
+from ..adapter_files import check_adapter_directory, read_adapter_config
 
 ImageBatch = Sequence[Sequence[Image.Image]]
 
@@ -208,15 +209,7 @@ def resolve_device(device: str | None) -> str:
 
 def adapter_base(adapter: str | Path) -> str | None:
     """The base model an adapter directory was trained on (`base_model_name_or_path` of `adapter_config.json`)."""
-    config_path = Path(adapter) / "adapter_config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"No adapter_config.json in {adapter}: --adapter takes a directory written by PeftModel.save_pretrained."
-        )
-    try:
-        return json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path") or None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_path} is not valid JSON: {error}") from error
+    return read_adapter_config(adapter).get("base_model_name_or_path") or None
 
 
 def load_hf_model(
@@ -248,6 +241,8 @@ def load_hf_model(
 
     device = resolve_device(device)
     if adapter is not None:
+        if Path(adapter).is_dir():  # before the base model loads: PEFT builds layers from the config first
+            check_adapter_directory(adapter)
         name_or_path = name_or_path or adapter_base(adapter)
         if not name_or_path:
             raise ValueError(f"The adapter at {adapter} names no base model; give it with --model.")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from peft import PeftConfig
 
+from ..adapter_files import WEIGHTS_NAME, check_adapter_directory
 from .peft_registration import add_mma_peft_type
 
 ADAPTER_TYPES = ("attn", "block")
@@ -118,6 +120,17 @@ class MMAConfig(PeftConfig):
                 raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}.")
             if high is not None and value >= high:
                 raise ValueError(f"{name} must be < {high}, got {value}.")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: str | None = None, **kwargs) -> MMAConfig:
+        """
+        PEFT's `from_pretrained`; for a local adapter directory, the config's sizes are first checked against the
+        weights' shapes in the safetensors header, so that no layer is built that the weights cannot fill.
+        """
+        directory = Path(pretrained_model_name_or_path, subfolder or "")
+        if (directory / WEIGHTS_NAME).is_file():
+            check_adapter_directory(directory)
+        return super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
 
     def save_pretrained(self, save_directory: str, **kwargs) -> None:
         """

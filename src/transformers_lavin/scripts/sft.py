@@ -45,7 +45,9 @@ from .sft_arguments import (
     MMAArguments,
     check_gradient_checkpointing,
     check_model_arguments,
+    finished_step,
     parse_args,
+    resume_checkpoint,
     resume_target,
     torch_dtype,
     validate_arguments,
@@ -160,7 +162,12 @@ def load_datasets(
 
     evaluate = training_args.eval_strategy != "no"
     if script_args.dataset_name is not None:
-        load = partial(load_sft_dataset, script_args.dataset_name, script_args.dataset_config)
+        load = partial(
+            load_sft_dataset,
+            script_args.dataset_name,
+            script_args.dataset_config,
+            allow_outside_images=script_args.allow_outside_images,
+        )
     else:
         root = _scienceqa_root(script_args, training_args)
 
@@ -365,12 +372,13 @@ def run(
     model_args: LavinModelArguments,
     mma_args: MMAArguments,
     callbacks: Sequence[TrainerCallback] | None = None,
-) -> SFTTrainer:
+) -> SFTTrainer | None:
     """
     Check the options, read the data, load the model, train the adapters and save them with a model card and plots
     (and the base model when it was built here). Nothing is written before the options and the data were checked: an
     `output_dir` holding an earlier run is refused unless `--overwrite` or resuming. The base model and the adapter
-    are written aside and moved into place.
+    are written aside and moved into place. Resuming a run that already reached its last step trains nothing and
+    returns `None`.
     """
     from ..distributed.engines import check_requested_engine
 
@@ -380,6 +388,17 @@ def run(
     output_dir = Path(training_args.output_dir)
     resuming = bool(resume_target(training_args.resume_from_checkpoint))
     check_output_dir(output_dir, script_args.overwrite, resuming)
+    checkpoint = resume_checkpoint(output_dir, training_args.resume_from_checkpoint)
+    if checkpoint is not None and (step := finished_step(checkpoint, training_args.max_steps)) is not None:
+        # Training again would add a step and replace the finished adapter.
+        logger.warning(
+            "%s is at step %d, the end of this run (--max_steps %d): nothing to train, the adapter is left as it "
+            "is. Raise --max_steps to train further.",
+            checkpoint,
+            step,
+            training_args.max_steps,
+        )
+        return None
     train_dataset, eval_dataset = load_datasets(script_args, training_args)
     model, processor = load_model_and_processor(
         model_args, seed=training_args.seed, trust_remote_code=training_args.trust_remote_code
@@ -421,7 +440,7 @@ def run(
         f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f}%): "
         f"{'the MMA adapters, projector and modality embedding' if model_args.peft_method == 'mma' else 'LoRA'}."
     )
-    trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint))
+    trainer.train(resume_from_checkpoint=checkpoint)
     # Every process calls save_model (FSDP and DeepSpeed gather the weights); only the main one writes files.
     save_aside(output_dir, trainer.save_model, replace_directory=False)
     if trainer.is_world_process_zero():

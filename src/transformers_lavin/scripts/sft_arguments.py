@@ -8,11 +8,14 @@ and before any file is read or written: a typo in a flag, a missing file or a ba
 from __future__ import annotations
 
 import difflib
+import json
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 from ..cli_errors import UserInputError
@@ -23,6 +26,10 @@ DATA_FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".arrow")
 PEFT_METHODS = ("mma", "lora")
 # Options that make TRL's device check pass on a CPU, used only to check the other options first.
 CPU_PROBE_OPTIONS = ("--use_cpu", "true", "--bf16", "false", "--fp16", "false")
+# What the Trainer writes last into a checkpoint (transformers.trainer.TRAINER_STATE_NAME, without the Trainer import).
+TRAINER_STATE_NAME = "trainer_state.json"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,6 +77,13 @@ class LavinScriptArguments(ScriptArguments):
         default=None,
         metadata={
             "help": "Refuse (or drop, with --drop_unsupported_rows) rows with more images; no limit by default."
+        },
+    )
+    allow_outside_images: bool = field(
+        default=False,
+        metadata={
+            "help": "Let a local --dataset_name name images outside its folder (absolute paths, '..'); refused by "
+            "default, so that a data file cannot make training read other files."
         },
     )
     drop_unsupported_rows: bool = field(
@@ -350,6 +364,10 @@ def validate_arguments(
     check_dataset_arguments(script_args)
     if Path(training_args.output_dir).is_file():
         raise ValueError(f"--output_dir {training_args.output_dir!r} is a file; give a folder.")
+    if training_args.per_device_train_batch_size < 1:
+        raise ValueError(
+            f"--per_device_train_batch_size must be at least 1; got {training_args.per_device_train_batch_size}."
+        )
     if model_args.peft_method == "mma":
         mma_args.to_peft_config()  # MMAConfig checks its own values
     check_gradient_checkpointing(training_args)
@@ -362,6 +380,53 @@ def resume_target(value: str | bool | None) -> str | bool | None:
     return value
 
 
+def is_complete_checkpoint(checkpoint: Path) -> bool:
+    """Whether a save finished: the Trainer writes `trainer_state.json` after the weights."""
+    weights = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
+    return (checkpoint / TRAINER_STATE_NAME).is_file() and any((checkpoint / name).is_file() for name in weights)
+
+
+def resume_checkpoint(output_dir: str | Path, value: str | bool | None) -> str | None:
+    """
+    The checkpoint `--resume_from_checkpoint` names: for `true`/`last`, the newest complete one in `output_dir`
+    (a save cut short, e.g. by `kill -9`, leaves a checkpoint without its `trainer_state.json`: it is skipped, with
+    an info line); a path is taken as given.
+
+    Raises:
+        `ValueError`: when `output_dir` holds no complete checkpoint.
+    """
+    value = resume_target(value)
+    if value is not True:
+        return value or None
+    output_dir = Path(output_dir)
+    steps = {}
+    for child in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if output_dir.is_dir() else []:
+        step = child.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
+        if child.is_dir() and step.isdigit():
+            steps[int(step)] = child
+    for step in sorted(steps, reverse=True):
+        if is_complete_checkpoint(steps[step]):
+            return str(steps[step])
+        logger.info("Skipping %s: its save did not finish (no %s or weights).", steps[step], TRAINER_STATE_NAME)
+    incomplete = f" (only incomplete ones: {sorted(p.name for p in steps.values())})" if steps else ""
+    raise ValueError(
+        f"--resume_from_checkpoint true: {output_dir} holds no complete checkpoint{incomplete}. Start the run again "
+        "without --resume_from_checkpoint (with --overwrite), or name a checkpoint folder."
+    )
+
+
+def finished_step(checkpoint: str | Path, max_steps: int) -> int | None:
+    """The step a checkpoint's run already reached, if that is the end of the run (`max_steps`, or the state's own
+    when training by epochs); `None` when there is training left."""
+    state_file = Path(checkpoint) / TRAINER_STATE_NAME
+    if not state_file.is_file():
+        return None
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    target = max_steps if max_steps > 0 else state.get("max_steps", 0)
+    step = state.get("global_step", 0)
+    return step if target and step >= target else None
+
+
 __all__ = [
     "ARGUMENT_CLASSES",
     "LavinArgumentParser",
@@ -371,6 +436,9 @@ __all__ = [
     "check_gradient_checkpointing",
     "check_model_arguments",
     "parse_args",
+    "finished_step",
+    "is_complete_checkpoint",
+    "resume_checkpoint",
     "resume_target",
     "torch_dtype",
     "validate_arguments",

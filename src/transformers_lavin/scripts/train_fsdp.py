@@ -75,6 +75,18 @@ class FSDPTrainingArguments:
         default=False, metadata={"help": "Run a saved model's own code (--model_name_or_path), as in SFTConfig."}
     )
 
+    def __post_init__(self):
+        # A value out of range would otherwise train nothing (or never save) and still exit 0.
+        for name, low in (
+            ("max_steps", 1),
+            ("per_device_train_batch_size", 1),
+            ("save_steps", 0),
+            ("logging_steps", 1),
+        ):
+            value = getattr(self, name)
+            if value < low:
+                raise ValueError(f"--{name} must be at least {low}; got {value}.")
+
 
 ARGUMENT_CLASSES = (LavinScriptArguments, FSDPTrainingArguments, LavinModelArguments, MMAArguments)
 
