@@ -41,7 +41,7 @@ class UnderscoreArgumentParser(argparse.ArgumentParser):
     An `ArgumentParser` whose long options take underscores or hyphens (`--max_new_tokens`, `--max-new-tokens`).
 
     Not `HfArgumentParser` dataclasses: lavin-eval's `--model`, `--task` and `--task_option` repeat
-    (`action="append"`, which a dataclass field cannot declare) and lavin-convert has subcommands (`import`,
+    (`action="append"`; HfArgumentParser reads list fields as one `nargs="+"` run) and lavin-convert has subcommands (`import`,
     `export`), so the move would change documented command lines and keep this class for lavin-chat alone.
     """
 
