@@ -37,7 +37,14 @@ class _UnderscoreExclusiveGroup(argparse._MutuallyExclusiveGroup):
 
 
 class UnderscoreArgumentParser(argparse.ArgumentParser):
-    """An `ArgumentParser` whose long options take underscores or hyphens (`--max_new_tokens`, `--max-new-tokens`)."""
+    """
+    An `ArgumentParser` whose long options take underscores or hyphens (`--max_new_tokens`, `--max-new-tokens`).
+
+    Not `HfArgumentParser` dataclasses: lavin-eval's `--model`, `--task` and `--task_option` repeat
+    (`action="append"`; HfArgumentParser reads list fields as one `nargs="+"` run) and lavin-convert has
+    subcommands (`import`, `export`), so the move would change documented command lines and keep this class for
+    lavin-chat alone.
+    """
 
     def add_argument(self, *names, **kwargs):
         return super().add_argument(*_spelled(names), **kwargs)

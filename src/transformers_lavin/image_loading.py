@@ -13,6 +13,11 @@ Bounds on hostile images (see docs/security.md):
   JPEG is decoded at a reduced scale (`Image.draft`), any image is then shrunk by an integer factor
   (`Image.reduce`) while every side keeps at least twice the target, all before the colour conversion, so a 9000x9000
   photo never exists at full size in float or in RGBA.
+
+Why not `transformers.image_utils.load_image` underneath: it downloads a URL's whole body, decodes every pixel before
+any size check (no header cap, no draft decoding) and converts with `convert("RGB")` (alpha on black, 16-bit clipped),
+so this module opens images itself and takes from transformers only the accepted string forms, and from PIL
+`ImageOps.exif_transpose`.
 """
 
 import base64
@@ -109,24 +114,12 @@ def _reduce(image: Image.Image, reduce_to: tuple[int, int] | None, orientation: 
 
 def _finish(image: Image.Image, reduce_to: tuple[int, int] | None) -> Image.Image:
     orientation = _orientation(image)
-    image = _reduce(image, reduce_to, orientation)
     if orientation != 1:
-        image = ImageOps.exif_transpose(image) if image.getexif() else _transpose(image, orientation)
-    return to_rgb(image)
-
-
-def _transpose(image: Image.Image, orientation: int) -> Image.Image:
-    # An image made by `reduce` has no EXIF block left; apply the orientation read from the original.
-    method = {
-        2: Image.Transpose.FLIP_LEFT_RIGHT,
-        3: Image.Transpose.ROTATE_180,
-        4: Image.Transpose.FLIP_TOP_BOTTOM,
-        5: Image.Transpose.TRANSPOSE,
-        6: Image.Transpose.ROTATE_270,
-        7: Image.Transpose.TRANSVERSE,
-        8: Image.Transpose.ROTATE_90,
-    }.get(orientation)
-    return image if method is None else image.transpose(method)
+        reduced = _reduce(image, reduce_to, orientation)
+        if reduced is not image:  # `reduce` drops the EXIF block that exif_transpose reads
+            reduced.info["exif"] = image.getexif().tobytes()
+        return to_rgb(ImageOps.exif_transpose(reduced))
+    return to_rgb(_reduce(image, reduce_to, orientation))
 
 
 def _describe(source: str) -> str:

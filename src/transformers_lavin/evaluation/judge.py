@@ -6,15 +6,15 @@ default endpoint and no default model (LLaVA's published numbers used `gpt-4-031
 """
 
 import contextlib
-import http.client
 import json
 import math
 import os
 import socket
 import threading
 import time
-import urllib.parse
 from typing import Any, Protocol
+
+import httpx
 
 from ..cli_errors import UserInputError
 
@@ -67,7 +67,7 @@ class _HTTPStatus(Exception):
 class HTTPJudge:
     """
     A judge behind an OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, TGI, llama.cpp server, ...).
-    Uses only the standard library.
+    Uses `httpx`, with TLS certificates verified and no proxy or credentials taken from the environment.
 
     Hostile or broken servers are bounded: redirects are never followed (the key would travel to another address, and
     a redirected POST turns into a GET), so a 3xx reply is an error naming its target; a reply body larger than
@@ -117,54 +117,53 @@ class HTTPJudge:
         self.max_reply_bytes = max_reply_bytes
 
     def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
-        parts = urllib.parse.urlsplit(self.url)
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        connection = connection_class(parts.hostname, parts.port, timeout=self.timeout)
-        expired = threading.Event()
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        deadline = time.monotonic() + self.timeout
+        sockets = []
+
+        def keep_socket(event: str, info: dict[str, Any]) -> None:
+            # httpcore's trace hook hands over each stream it opens (TCP, then TLS): the watchdog below shuts it.
+            if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+                sockets.append(info["return_value"].get_extra_info("socket"))
 
         def abort() -> None:
-            # The deadline of the whole request: wake a read that a trickling server keeps alive.
-            expired.set()
-            if connection.sock is not None:
+            # httpx times each connect, write and read, not the whole request: a server trickling bytes (headers or
+            # body) would never hit its timeout, so the deadline wakes a blocked read by shutting the socket.
+            for sock in sockets:
                 with contextlib.suppress(OSError):
-                    connection.sock.shutdown(socket.SHUT_RDWR)
+                    sock.shutdown(socket.SHUT_RDWR)
 
-        timer = threading.Timer(self.timeout, abort)
-        timer.start()
+        # No proxy or .netrc from the environment (trust_env=False): the request and key go to this URL only.
+        client = httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False)
+        watchdog = threading.Timer(self.timeout, abort)
+        watchdog.start()
         try:
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            connection.request("POST", target, body=json.dumps(payload).encode(), headers=headers)
-            response = connection.getresponse()
-            chunks, size = [], 0
-            while chunk := response.read1(65536):
-                size += len(chunk)
-                if size > self.max_reply_bytes:
-                    raise JudgeError(
-                        f"The judge at {self.url} sent a reply larger than {self.max_reply_bytes} bytes; raise "
-                        "max_reply_bytes (--judge_max_reply_bytes) if that is expected."
-                    )
-                chunks.append(chunk)
-                if expired.is_set():
-                    break
-            if expired.is_set():
+            trace = {"trace": keep_socket}
+            with client.stream("POST", self.url, json=payload, headers=headers, extensions=trace) as response:
+                if response.status_code >= 300:
+                    raise _HTTPStatus(response.status_code, response.reason_phrase, response.headers.get("Location"))
+                body = bytearray()
+                for chunk in response.iter_raw():
+                    body += chunk
+                    if len(body) > self.max_reply_bytes:
+                        raise JudgeError(
+                            f"The judge at {self.url} sent a reply larger than {self.max_reply_bytes} bytes; raise "
+                            "max_reply_bytes (--judge_max_reply_bytes) if that is expected."
+                        )
+            if time.monotonic() >= deadline:  # the watchdog ended the reply early
                 raise TimeoutError(f"no complete reply within {self.timeout} s")
-        except (OSError, http.client.HTTPException) as error:
-            if expired.is_set():
+        except httpx.HTTPError as error:
+            if time.monotonic() >= deadline or isinstance(error, httpx.TimeoutException):
                 raise TimeoutError(f"no complete reply within {self.timeout} s") from error
             raise ConnectionError(str(error) or type(error).__name__) from error
         finally:
-            timer.cancel()
-            connection.close()
-        if response.status >= 300:
-            raise _HTTPStatus(response.status, response.reason, response.getheader("Location"))
-        body = b"".join(chunks).decode("utf-8", errors="replace")
+            watchdog.cancel()
+            client.close()
+        text = body.decode("utf-8", errors="replace")
         try:
-            return json.loads(body)
+            return json.loads(text)
         except json.JSONDecodeError as error:
-            raise JudgeError(f"The judge at {self.url} did not reply with JSON: {body[:200]!r}") from error
+            raise JudgeError(f"The judge at {self.url} did not reply with JSON: {text[:200]!r}") from error
 
     def __call__(self, system: str, user: str) -> str:
         payload = {

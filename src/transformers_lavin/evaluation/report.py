@@ -1,6 +1,7 @@
 """Reports comparing models: a combined JSON summary, a Markdown table per task, and a bar chart."""
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,26 @@ from typing import Any
 from .tasks.base import Task
 
 Summaries = Mapping[str, Mapping[str, Mapping[str, Any]]]
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """
+    Writes `text` to `path` atomically: to a temporary file beside it, synced to disk, then renamed over `path`.
+
+    Args:
+        path (`str | Path`): The target file.
+        text (`str`): Its new content (UTF-8).
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        with temporary.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _cell(value: Any) -> str:
@@ -137,8 +158,6 @@ def write_report(summaries: Summaries, tasks: Sequence[Task], output_dir: str | 
     Returns:
         `dict[str, Path]`: the files written, by kind (`"json"`, `"markdown"`, `"chart"`, `"chart/{task}"`).
     """
-    from .runner import write_atomic
-
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     files = {"json": output_dir / "summary.json", "markdown": output_dir / "summary.md"}

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..image_loading import load_image
 from .models import CallableAdapter, HFModelAdapter, ModelAdapter
+from .report import write_atomic, write_report
 from .tasks.base import Sample, Task
 
 logger = logging.getLogger(__name__)
@@ -36,26 +37,6 @@ CONFIG_FILE = "config.json"
 
 class SettingsMismatchError(ValueError):
     """An output directory holds results made with other settings than the ones asked for."""
-
-
-def write_atomic(path: str | Path, text: str) -> None:
-    """
-    Writes `text` to `path` atomically: to a temporary file beside it, synced to disk, then renamed over `path`.
-
-    Args:
-        path (`str | Path`): The target file.
-        text (`str`): Its new content (UTF-8).
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        with temporary.open("w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def as_adapter(model: Any) -> ModelAdapter:
@@ -298,8 +279,6 @@ def run_evaluation(
     Returns:
         `dict[str, dict[str, dict[str, Any]]]`: `{task: {model: summary}}`.
     """
-    from .report import write_report
-
     if not tasks:
         raise ValueError("run_evaluation needs at least one task.")
     summaries: dict[str, dict[str, dict[str, Any]]] = {task.name: {} for task in tasks}

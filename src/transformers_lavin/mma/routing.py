@@ -346,10 +346,20 @@ def _validate_with_modality_ids(self, model_kwargs: dict) -> None:
     return type(self)._validate_model_kwargs(self, others)
 
 
-# What `ImageTokenModality` sets on the model instance, in place of `GenerationMixin`'s methods of the same names.
+# The one place this package patches transformers: what `ImageTokenModality` sets on the model instance, in place of
+# `GenerationMixin`'s private methods of the same names. No public route fits: `generate` refuses a model keyword
+# argument the forward does not name before any public hook runs, and `prepare_inputs_for_generation` may see a
+# prefill chunk without the image token, while `_expand_inputs_for_generation` is the one call that sees each whole
+# prompt before its rows are repeated (LaVIN's own model overrides it for that reason).
 _GENERATION_METHODS = {
     "_expand_inputs_for_generation": _expand_with_prompt_modality,
     "_validate_model_kwargs": _validate_with_modality_ids,
+}
+# The upstream parameters the replacements above call with, checked against `GenerationMixin` by
+# tests/model/test_generation_patch.py: a rename upstream fails that test, naming the method.
+UPSTREAM_GENERATION_SIGNATURES = {
+    "_expand_inputs_for_generation": ("self", "expand_size", "is_encoder_decoder", "input_ids", "**model_kwargs"),
+    "_validate_model_kwargs": ("self", "model_kwargs"),
 }
 
 
