@@ -436,8 +436,10 @@ def orchestrate(args: argparse.Namespace) -> None:
     start = _now()
     summary: dict = {"machine": describe_machine(args.device), "settings": vars(args).copy(), "sections": {}}
     _write(out / "gpu_check.json", summary)
-    remaining_share = 1.0
-    for section in SECTIONS if args.sections is None else args.sections.split(","):
+    sections = SECTIONS if args.sections is None else args.sections.split(",")
+    # Shares of the sections asked for, so that a subset splits the whole budget among itself.
+    remaining_share = sum(SHARES[section] for section in sections)
+    for section in sections:
         left = args.budget_s - (_now() - start)
         share = SHARES[section] / remaining_share
         remaining_share -= SHARES[section]

@@ -19,7 +19,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
-from transformers_lavin.offline import HUB_KERNELS_SWITCH, TELEMETRY_SWITCH
+from transformers_lavin.offline import DOWNLOAD_COUNTS_SWITCH, HUB_KERNELS_SWITCH, TELEMETRY_SWITCH
 from transformers_lavin.testing_utils import build_tiny_lavin
 
 # Every connection and name lookup raises (as offline) and is recorded, whatever the host: loopback included.
@@ -101,3 +101,48 @@ def test_bitsandbytes_was_imported_without_a_hub_kernel():
     # Set only on CPUs where bitsandbytes tries the Hub; None means its own CPU kernel serves 4-bit bf16 matmuls.
     assert getattr(ops, "gemm_4bit_forward_kernel", None) is None
     assert sys.modules.get("kernels", "absent") is not None  # `kernels` was hidden only for that import
+
+
+LOAD_LOCAL_JSONL_WITH_SOCKETS_REFUSED = """
+import json, socket, sys
+attempts = []
+def refuse(*args, **kwargs):
+    attempts.append(repr(args[1:2] or args[:1]))
+    raise OSError("socket use refused by the test")
+socket.socket.connect = socket.socket.connect_ex = refuse
+socket.getaddrinfo = lambda *args, **kwargs: refuse(None, *args)
+import transformers_lavin, datasets
+rows = datasets.load_dataset("json", data_files=sys.argv[1], split="train", cache_dir=sys.argv[2])
+print(json.dumps({"attempts": attempts, "rows": len(rows)}))
+"""
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["default", "user-allowed"])
+def test_loading_a_local_jsonl_counts_no_load_unless_the_user_allows_it(tmp_path, allowed):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"text": "a"}\n{"text": "b"}\n')
+    environment = {k: v for k, v in os.environ.items() if k not in (DOWNLOAD_COUNTS_SWITCH, "HF_HUB_OFFLINE")}
+    if allowed:
+        environment[DOWNLOAD_COUNTS_SWITCH] = "1"
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_LOCAL_JSONL_WITH_SOCKETS_REFUSED, str(data), str(tmp_path / "cache")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["rows"] == 2
+    # datasets' packaged "json" builder asks to count the load (and goes on when refused) only when allowed.
+    assert bool(loaded["attempts"]) is allowed, loaded["attempts"]
+
+
+def test_flash_attention_availability_asks_no_hub_kernel():
+    from transformers.utils import import_utils
+
+    # Without the package's switch this asks the Hub for a kernel when `kernels` is installed (transformers 5.25).
+    assert import_utils.is_flash_attn_kernel_fallback_available(2) is False
+    assert import_utils.is_flash_attn_2_available.__wrapped__(kernels_fallback_ok=True) is (
+        importlib.util.find_spec("flash_attn") is not None
+    )

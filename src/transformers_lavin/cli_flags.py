@@ -2,12 +2,15 @@
 
 `lavin-train` parses with `HfArgumentParser`, which already accepts each option with hyphens too. Scripts built on
 `argparse` get the same with [`UnderscoreArgumentParser`]: every long option is accepted in both spellings, and
-`--help` lists the underscore one.
+`--help` lists the underscore one. Its parsing errors (an unknown option, a bad value) are [`UserInputError`]s, so
+every script reports them as it reports other bad input: one `prog: error: ...` line and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from .cli_errors import UserInputError
 
 
 def both_spellings(option: str) -> list[str]:
@@ -38,6 +41,9 @@ class UnderscoreArgumentParser(argparse.ArgumentParser):
 
     def add_argument(self, *names, **kwargs):
         return super().add_argument(*_spelled(names), **kwargs)
+
+    def error(self, message: str):
+        raise UserInputError(f"{message} ({self.prog} --help lists the options).")
 
     def add_argument_group(self, *args, **kwargs):
         group = _UnderscoreGroup(self, *args, **kwargs)

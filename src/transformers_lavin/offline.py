@@ -7,7 +7,9 @@ Two parts of the stack this package builds on contact the Hub without the user n
   Both use their own code when no Hub kernel is loaded. Opt in with transformers' switch: `USE_HUB_KERNELS=YES`.
 - Telemetry. TRL's trainers report every training run to the Hub, and huggingface_hub asks the Hub for its list of AI
   agents when it builds request headers. Opt in with huggingface_hub's switch: `HF_HUB_DISABLE_TELEMETRY=0`.
-Set either before Python starts (docs/security.md). Hub ids and URLs the user names are not affected.
+- Download counts. `datasets.load_dataset("json", data_files=...)` on local files sends a request to count a load of
+  its packaged builder. Opt in with datasets' switch: `HF_UPDATE_DOWNLOAD_COUNTS=1`.
+Set any of them before Python starts (docs/security.md). Hub ids and URLs the user names are not affected.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import os
 import sys
 
 from huggingface_hub import constants as hub_constants
-from transformers.utils import is_env_variable_true
+from transformers.utils import import_utils, is_env_variable_true
 
 HUB_KERNELS_SWITCH = "USE_HUB_KERNELS"
 TELEMETRY_SWITCH = "HF_HUB_DISABLE_TELEMETRY"
+DOWNLOAD_COUNTS_SWITCH = "HF_UPDATE_DOWNLOAD_COUNTS"
 
 
 def hub_kernels_requested() -> bool:
@@ -40,6 +43,7 @@ def keep_hub_kernels_off() -> None:
     # transformers reads it at every `from_pretrained` and `kernelize`; child processes (launchers) inherit it.
     os.environ[HUB_KERNELS_SWITCH] = "NO"
     _import_bitsandbytes_without_hub_kernels()
+    _no_flash_attention_kernel_probe()
 
 
 def keep_telemetry_off() -> None:
@@ -49,6 +53,25 @@ def keep_telemetry_off() -> None:
     os.environ[TELEMETRY_SWITCH] = "1"  # for child processes
     # huggingface_hub read the variable when it was imported (transformers imports it first): update what it read.
     hub_constants.HF_HUB_DISABLE_TELEMETRY = True
+
+
+def keep_download_counts_off() -> None:
+    """Unless the user set datasets' switch, datasets counts no loads (a request per `load_dataset`, local files too)."""
+    if DOWNLOAD_COUNTS_SWITCH in os.environ:
+        return
+    os.environ[DOWNLOAD_COUNTS_SWITCH] = "0"  # read when datasets is imported; child processes inherit it
+    datasets_config = sys.modules.get("datasets.config")
+    if datasets_config is not None:  # imported already: update what it read
+        datasets_config.HF_UPDATE_DOWNLOAD_COUNTS = False
+
+
+def _no_flash_attention_kernel_probe() -> None:
+    """
+    transformers' `is_flash_attn_*_available(kernels_fallback_ok=True)` (continuous batching, `transformers serve`,
+    the testing utils) downloads a flash-attention kernel from the Hub to see whether one would load, whatever
+    `USE_HUB_KERNELS` says. With Hub kernels off the answer is no: say so without asking the Hub.
+    """
+    import_utils.is_flash_attn_kernel_fallback_available = lambda fa_version: False
 
 
 def _import_bitsandbytes_without_hub_kernels() -> None:
@@ -74,11 +97,14 @@ def _import_bitsandbytes_without_hub_kernels() -> None:
 # Applied on import, which the package does before anything in it imports bitsandbytes, loads a model or trains.
 keep_hub_kernels_off()
 keep_telemetry_off()
+keep_download_counts_off()
 
 __all__ = [
+    "DOWNLOAD_COUNTS_SWITCH",
     "HUB_KERNELS_SWITCH",
     "TELEMETRY_SWITCH",
     "hub_kernels_requested",
+    "keep_download_counts_off",
     "keep_hub_kernels_off",
     "keep_telemetry_off",
     "telemetry_requested",

@@ -12,7 +12,7 @@ from transformers import BatchFeature, ProcessorMixin
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageInput
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.processing_utils import MultiModalData, ProcessingKwargs, Unpack
-from transformers.tokenization_utils_base import TextInput, TruncationStrategy
+from transformers.tokenization_utils_base import PaddingStrategy, TextInput, TruncationStrategy
 
 from .image_loading import load_image
 
@@ -440,11 +440,15 @@ class LavinProcessor(ProcessorMixin):
             all_ids.append(ids)
             all_offsets.append(offsets)
 
+        padding = text_kwargs.pop("padding", False)
+        # The ids are already cut to max_length above: the tokenizer needs it only to pad up to it (and warns when
+        # it is given with any other padding).
+        pad_to = max_length if padding == PaddingStrategy.MAX_LENGTH else None
         data = dict(
             self.tokenizer.pad(
                 {"input_ids": all_ids},
-                padding=text_kwargs.pop("padding", False),
-                max_length=max_length,
+                padding=padding,
+                max_length=pad_to,
                 pad_to_multiple_of=text_kwargs.pop("pad_to_multiple_of", None),
                 padding_side=padding_side,
                 return_attention_mask=text_kwargs.pop("return_attention_mask", None) is not False,

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
+from pathlib import Path
 
 import torch
 
-from benchmarks import gpu_check
+from benchmarks import gpu_check, gpu_report
 from benchmarks.inputs import build_inputs
 from benchmarks.models import BOS_TOKEN_ID
 from benchmarks.shapes import get_shape
@@ -93,3 +95,36 @@ def test_generation_reports_every_ratio(tmp_path):
     }
     assert report["paired_steps"]["mma_decode_speed_over_lavin"] > 0
     assert [row["prompt_len"] for row in report["ttft_sweep"]["rows"]] == [16, 128, 512]
+
+
+def test_a_subset_of_sections_shares_the_whole_budget(tmp_path, monkeypatch):
+    # Two sections asked for split the budget between themselves in their shares' proportion (an earlier run gave
+    # them their shares of the full set, leaving most of the budget unused).
+    timeouts = {}
+
+    def fake_run(command, cwd, timeout):
+        timeouts[command[command.index("--section") + 1]] = timeout
+        return argparse.Namespace(returncode=0)
+
+    monkeypatch.setattr(gpu_check.subprocess, "run", fake_run)
+    monkeypatch.setattr(gpu_check, "describe_machine", lambda device: {})
+    monkeypatch.setattr(gpu_check.sys, "argv", ["gpu_check"])
+    gpu_check.orchestrate(_args(tmp_path, budget_s=300.0, sections="fsdp,memory_over_steps", out=str(tmp_path)))
+    assert set(timeouts) == {"fsdp", "memory_over_steps"}
+    shares = gpu_check.SHARES["fsdp"] + gpu_check.SHARES["memory_over_steps"]
+    assert abs(timeouts["fsdp"] - 300 * gpu_check.SHARES["fsdp"] / shares) < 2
+    assert abs(timeouts["memory_over_steps"] - 300) < 2  # the last section gets what is left (all of it, here)
+
+
+def test_gpu_report_states_the_committed_run_against_its_targets(tmp_path):
+    # The committed H200 run, rendered again: the numbers in the summary are those of the JSON files.
+    results = Path(gpu_check.REPO_ROOT) / "benchmarks" / "results" / "gpu"
+    folder = shutil.copytree(results, tmp_path / "gpu")
+    text = gpu_report.render(folder)
+    rows = json.loads((results / "throughput.json").read_text())["rows"]
+    best = max(row["samples_per_second"] for row in rows if row["kind"] == "mma")
+    assert f"best MMA row {best:.2f} ({'met' if best >= 25 else 'not met'})" in text
+    steps = json.loads((results / "memory_over_steps.json").read_text())["steps"]
+    assert f"{len(steps)} steps ran" in text
+    assert (folder / "memory_over_steps.png").stat().st_size > 10_000
+    assert text == (results / "summary.md").read_text()

@@ -49,15 +49,20 @@ def test_load_failure_is_shown_in_the_page(tmp_path):
     assert f"Could not load the model from '{missing}'" in status
 
 
-def test_command_line_reports_a_bad_model_and_still_serves(monkeypatch, tmp_path, caplog):
+def test_command_line_stops_at_start_when_the_model_cannot_load(monkeypatch, tmp_path, capsys):
     served = []
-    monkeypatch.setattr(chat_app, "launch", lambda demo, host, port: served.append((demo, host, port)))
+    monkeypatch.setattr(chat_app, "launch", lambda demo, host, port: served.append(demo))
     missing = tmp_path / "no-such-model"
-    chat_app.main(["--model", str(missing), "--port", "7999"])
-    assert f"Could not load the model from '{missing}': no such directory" in caplog.text  # said on the console
-    demo, host, port = served[0]
-    assert (host, port) == ("127.0.0.1", 7999)
-    assert "no such directory" in component(demo, "lavin-status").value  # and in the page
+    assert chat_app.main(["--model", str(missing), "--port", "7999"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"lavin-chat: error: Could not load the model from '{missing}': no such directory")
+    assert error.count("\n") == 1 and not served  # one line, and nothing served
+
+
+def test_api_endpoints_have_meaningful_names(demo_model):
+    demo = chat_app.build_demo(*demo_model)
+    names = {dependency.api_name for dependency in demo.fns.values() if dependency.api_visibility == "public"}
+    assert names == {"chat", "new_conversation"}
 
 
 def test_a_demo_needs_a_model_or_a_reason():

@@ -44,3 +44,16 @@ def test_typed_end_of_sequence_does_not_end_the_prompt(demo_model):
     assert ids.count(processor.tokenizer.eos_token_id) == 1  # the end of the assistant's turn only
     assert processor.image_token_id not in ids
     assert "what does </s> or <image> mean?" in processor.tokenizer.decode(ids)
+
+
+def test_upload_errors_name_the_file_not_the_servers_temporary_path(tmp_path, demo_model):
+    upload = tmp_path / "gradio-temp-7f3a" / "notes.png"
+    upload.parent.mkdir()
+    upload.write_bytes(b"not an image at all")
+    session = chat_app.ChatSession()
+    outputs = list(
+        _respond(chat_app.build_demo(*demo_model))({"text": "hi", "files": [str(upload)]}, session, 8, 0, 1)
+    )
+    status = list(outputs[-1].values())[-1]
+    assert "'notes.png' is not an image" in status
+    assert str(upload.parent) not in status and "gradio-temp-7f3a" not in status

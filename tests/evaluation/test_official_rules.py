@@ -177,3 +177,11 @@ def test_llava_summary_counts_unreadable_reviews_as_minus_one(bench_dir, tmp_pat
     summary = run_task(ScriptedModel(lambda p: "a"), task, tmp_path / "skip", progress=False)
     assert summary["overall"] == pytest.approx(100 * (6 + 4) / (8 + 10))
     assert read_results(tmp_path / "skip" / "model" / "llava_bench" / "results.jsonl")[1]["judge_error"]
+
+
+def test_llava_summary_has_no_score_when_no_review_was_readable(bench_dir, tmp_path):
+    # LLaVA's formula gives 100 * mean(-1) / mean(-1) = 100 here; no review was read, so there is no score.
+    task = LlavaBenchTask(bench_dir, judge=lambda system, user: "I cannot rate these.")
+    summary = run_task(ScriptedModel(lambda p: "a"), task, tmp_path, progress=False)
+    assert summary["overall"] is None and summary["n_unreadable_reviews"] == summary["n"] == 3
+    assert all(summary[category] is None for category in ("conv", "detail", "complex") if category in summary)

@@ -215,9 +215,27 @@ def test_cli_with_a_callable_from_a_file(scienceqa_dir, vqa_dir, tmp_path, capsy
     assert read_results(out / "mine" / "vqa" / "results.jsonl")[0]["prompt"].endswith("\nShort answer.")
 
 
-def test_cli_rejects_bad_arguments(tmp_path):
-    with pytest.raises(SystemExit, match="unknown task 'nope'"):
-        main(["--model", "x.py:f", "--task", f"nope={tmp_path}"])
-    with pytest.raises(SystemExit, match="has no option 'colour'"):
-        main(["--model", "x.py:f", "--task", f"vqa={tmp_path}", "--task-option", "vqa.colour=red"])
-    assert main(["--model", "x.py:f", "--task", f"vqa={tmp_path}", "--judge-url", "http://127.0.0.1:9/v1"]) == 1
+def test_cli_rejects_bad_arguments_with_one_line_naming_the_program(tmp_path, capsys):
+    for argv, message in [
+        (["--model", "x.py:f", "--task", f"nope={tmp_path}"], "unknown task 'nope'"),
+        (["--model", "x.py:f", "--task", f"vqa={tmp_path}", "--task-option", "vqa.colour=red"], "no option 'colour'"),
+        (["--model", "x.py:f", "--task", f"vqa={tmp_path}", "--judge-url", "http://127.0.0.1:9/v1"], "--judge_model"),
+        (["--model", "x.py:f", "--task", "vqa"], "--task must look like KEY=VALUE"),
+        (["--model", "x.py:f"], "the following arguments are required: --task"),
+        (["--model", "x.py:f", "--task", f"vqa={tmp_path}", "--batch_size", "many"], "invalid int value"),
+    ]:
+        assert main(argv) == 1, argv
+        error = capsys.readouterr().err
+        assert error.startswith("lavin-eval: error: ") and error.count("\n") == 1 and message in error, error
+
+
+def test_cli_exits_1_without_a_table_when_every_sample_failed(pope_dir, tmp_path, capsys):
+    model_file = tmp_path / "broken.py"
+    model_file.write_text("def generate(images, prompts):\n    raise RuntimeError('out of memory')\n")
+    out = tmp_path / "runs"
+    argv = ["--model", f"broken={model_file}:generate", "--task", f"pope={pope_dir}", "--output_dir", str(out)]
+    assert main([*argv, "--no_progress"]) == 1
+    captured = capsys.readouterr()
+    assert "|" not in captured.out and "lavin-eval: error: every sample failed in pope/broken (9 of 9" in captured.err
+    # The records say why, and a fixed model can retry them.
+    assert "out of memory" in read_results(out / "broken" / "pope" / "results.jsonl")[0]["error"]

@@ -57,7 +57,7 @@ def test_debug_with_a_value_is_left_for_training_arguments():
         ("transformers_lavin.scripts.sft", ["--tiny", "--bf16", "false", "--output_dir", "{tmp}/out", "--dataset_dir", "{tmp}/none"],
          "holds no problems.json"),
         ("transformers_lavin.chat.app", ["--port", "70000"], "--port must be"),
-        ("transformers_lavin.chat.app", ["--max-new-tokens", "0"], "--max-new-tokens must be"),
+        ("transformers_lavin.chat.app", ["--max-new-tokens", "0"], "--max_new_tokens must be"),
     ],
 )  # fmt: skip
 def test_console_scripts_print_one_line(tmp_path, module, argv, expected):

@@ -92,3 +92,29 @@ def test_convert_refuses_overlapping_directories(tmp_path, capsys, base, adapter
     assert code == 1
     assert "one is inside the other" in capsys.readouterr().err
     assert (tmp_path / "model" / "keep.txt").read_text() == "base model"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_written_aside_get_the_modes_of_the_umask(tmp_path, umask):
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    def save(directory: str) -> None:
+        save_file({"weight": torch.zeros(2)}, f"{directory}/adapter_model.safetensors")  # written 0600 by safetensors
+        os.makedirs(f"{directory}/nested")
+        with open(f"{directory}/nested/config.json", "w") as handle:
+            handle.write("{}")
+
+    previous = os.umask(umask)
+    try:
+        save_aside(tmp_path / "replaced", save, replace_directory=True)
+        save_aside(tmp_path / "merged", save, replace_directory=False)
+    finally:
+        os.umask(previous)
+    for root in (tmp_path / "replaced", tmp_path / "merged"):
+        modes = {path.relative_to(root).as_posix(): path.stat().st_mode & 0o777 for path in root.rglob("*")}
+        assert modes == {"adapter_model.safetensors": 0o666 & ~umask, "nested": 0o777 & ~umask,
+                         "nested/config.json": 0o666 & ~umask}  # fmt: skip
+    assert (tmp_path / "replaced").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+import transformers_lavin  # noqa: F401  # isort: skip  (first: no Hub kernel or telemetry requests)
 from safetensors.torch import save_file
 from torch.distributed.fsdp import FSDPModule
 from transformers import AutoProcessor

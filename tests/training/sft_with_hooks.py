@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from safetensors.torch import save_file
+
+import transformers_lavin  # noqa: F401  # isort: skip  (first: no Hub kernel or telemetry requests)
 from transformers import TrainerCallback
 
 from transformers_lavin.scripts.sft import parse_args, run

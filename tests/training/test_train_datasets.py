@@ -48,7 +48,7 @@ def _trained(out) -> None:
     assert (out / "adapter_model.safetensors").is_file()
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "MMA"
-    assert config["base_model_name_or_path"] == str(out / "base_model")
+    assert config["base_model_name_or_path"] == str((out / "base_model").resolve())
     assert (out / "training_loss.png").is_file() and (out / "routing_weights.png").is_file()
 
 
@@ -168,10 +168,19 @@ def test_card_names_the_base_model_and_its_snippet_runs(tmp_path):
     data = _write_jsonl(tmp_path / "chat.jsonl", _chat_rows(tmp_path))
     out = _train(tmp_path, "--dataset_name", data)
     card = (out / "README.md").read_text()
-    assert f"base_model: {out / 'base_model'}" in card and "fine-tuned version of" not in card
-    assert str(data) in card and "pipeline_tag: image-text-to-text" in card
+    metadata = card.split("---")[1]
+    # A local base is no Hub id: the metadata leaves it out (as TRL's cards do); the text and the snippet name it.
+    assert (
+        "base_model" not in metadata and str(data) not in metadata and "pipeline_tag: image-text-to-text" in metadata
+    )
+    assert f"`{(out / 'base_model').resolve()}` (a local folder)" in card and str(data) in card
+    assert "fine-tuned version of" not in card
     snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
-    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120, cwd=elsewhere
+    )
     assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -186,3 +195,18 @@ def test_short_help_and_hyphen_aliases(capsys):
     )
     assert script_args.dataset_name == "d" and training_args.output_dir == "o"
     assert script_args.dataset_train_split == "x"
+
+
+def test_typed_image_parts_in_jsonl_are_read_decoded_and_later_turns_counted(tmp_path, caplog):
+    # TRL's JSONL: an image part beside text parts, which `datasets` stores as JSON strings (its Json feature).
+    from transformers_lavin.data.sft_datasets import check_images_per_row, load_sft_dataset
+
+    red = _image(tmp_path, "red", "red")
+    user = {"role": "user", "content": [{"type": "text", "text": "Hello."}]}
+    answer = {"role": "assistant", "content": [{"type": "text", "text": "Hi."}]}
+    later = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "And this?"}]}
+    rows = [{"messages": [user, answer, later, answer], "images": [red]}, {"messages": [user, answer], "images": []}]
+    dataset = load_sft_dataset(_write_jsonl(tmp_path / "typed.jsonl", rows))
+    with caplog.at_level("WARNING"):
+        assert len(check_images_per_row(dataset)) == 2
+    assert "1 training rows attach their one image to a later turn" in caplog.text

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -26,9 +26,12 @@ from .generation import ChatInputError, chat_stream, load_image
 from .loading import DEMO_MODEL_NAME, ModelLoadError, load_chat_model
 from .routing import plot_routing, routing_for_turn
 
-# Gradio reads this when it is imported and again before each analytics call; it must never phone home.
+# Gradio reads this when it is imported and again before each analytics call; it must never phone home. Gradio itself
+# is imported where the page is built, so that `--help` and a bad option answer without its import time.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-import gradio as gr  # noqa: E402
+
+if TYPE_CHECKING:
+    import gradio as gr
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +92,8 @@ def build_demo(
     Returns:
         `gr.Blocks`: the demo; start it with [`launch`] (or `.launch()` as a Hub Space does).
     """
+    import gradio as gr
+
     if model is None and load_error is None:
         raise ValueError("Pass either a model or the load_error that explains why there is none.")
 
@@ -218,9 +223,11 @@ def build_demo(
             }
 
         outputs = {textbox, session, chatbot, preview, routing_plot, status}
-        textbox.submit(respond, [textbox, session, max_tokens, temperature, top_p], outputs)
-        clear_button.click(clear, None, outputs)
-        chatbot.clear(clear, None, outputs)  # the chatbot's own trash button must reset the session too
+        # Named API endpoints (`/chat`, `/new_conversation`), not Gradio's numbered defaults.
+        textbox.submit(respond, [textbox, session, max_tokens, temperature, top_p], outputs, api_name="chat")
+        clear_button.click(clear, None, outputs, api_name="new_conversation")
+        # The chatbot's own trash button must reset the session too; it is the same action, not another endpoint.
+        chatbot.clear(clear, None, outputs, api_visibility="private")
     return demo
 
 
@@ -243,7 +250,8 @@ def launch(demo: gr.Blocks, host: str | None = DEFAULT_HOST, port: int | None = 
 
 def load_demo(model: str = DEMO_MODEL_NAME, adapter: str | None = None, **kwargs: Any) -> gr.Blocks:
     """
-    Load a model and build the demo; a model that fails to load is reported in the page (and logged), not raised.
+    Load a model and build the demo; a model that fails to load is reported in the page (and logged), not raised,
+    so that a Hub Space still serves a page that says why (`lavin-chat` stops at start instead).
 
     Args:
         model (`str`, *optional*, defaults to `"tiny-random-lavin"`): Hub id or local directory of a LaVIN base.
@@ -282,14 +290,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adapter", default=None, help="Hub id or local directory of an MMA adapter to load on it")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="initial answer length limit")
+    parser.add_argument("--max_new_tokens", type=int, default=128, help="initial answer length limit")
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
         raise UserInputError(f"--port must be between 1 and 65535; got {args.port}.")
     if not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
         raise UserInputError(
-            f"--max-new-tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT} (the slider's range); got "
+            f"--max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT} (the slider's range); got "
             f"{args.max_new_tokens}."
         )
     return args
@@ -297,10 +305,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 @user_errors("lavin-chat")
 def main(argv: Sequence[str]) -> None:
-    """Entry point of the `lavin-chat` console script."""
+    """Entry point of the `lavin-chat` console script: a model that cannot be loaded stops it before it serves."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    demo = load_demo(args.model, args.adapter, max_new_tokens=args.max_new_tokens)
+    try:
+        model, processor = load_chat_model(args.model, args.adapter)
+    except ModelLoadError as error:
+        raise UserInputError(str(error)) from error
+    demo = build_demo(
+        model, processor, model_name=args.model, adapter=args.adapter, max_new_tokens=args.max_new_tokens
+    )
     launch(demo, args.host, args.port)
 
 

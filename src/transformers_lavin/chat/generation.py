@@ -43,8 +43,10 @@ def load_image(path: str | Path, reduce_to: tuple[int, int] | None = None) -> Im
         # converted to RGB by the package's documented rules.
         return image_loading.load_image(path, reduce_to=reduce_to)
     except ValueError as error:
+        # The page shows this: name the upload as the user named it, never the server's temporary path.
+        reason = str(error).replace(str(path), name)
         raise ChatInputError(
-            f"'{name}' is not an image LaVIN can read ({error}). Upload a picture (PNG, JPEG, WebP, GIF or BMP)."
+            f"'{name}' is not an image LaVIN can read ({reason}). Upload a picture (PNG, JPEG, WebP, GIF or BMP)."
         ) from error
 
 

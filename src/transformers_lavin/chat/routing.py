@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from matplotlib.figure import Figure
 
 from ..mma import compute_routing_table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Path j is the adapter's up-projection U_j (the reference's conv_B / conv_D); which one serves images is learned.
 PATH_LABELS = ("path 0 (U0)", "path 1 (U1)")
@@ -50,6 +52,8 @@ def plot_routing(weights: torch.Tensor | None, has_image: bool) -> Figure:
     Returns:
         `matplotlib.figure.Figure`: a small figure (built without pyplot, so it is safe off the main thread).
     """
+    from matplotlib.figure import Figure  # only when a page draws it: `lavin-chat --help` needs no plotting
+
     figure = Figure(figsize=(5, 2.6), dpi=100, layout="constrained")
     axes = figure.add_subplot()
     if weights is None:

@@ -1,9 +1,9 @@
 """`lavin-convert`: reference LaVIN adapter checkpoints to this package's format, and back.
 
     lavin-convert import --checkpoint sqa-llama-7b.pth --llama ./llama-7b-hf --clip ./clip-vit-large-patch14 \\
-        --base-dir ./lavin-7b-base --adapter-dir ./lavin-7b-sqa [--temperature 10]
-    lavin-convert import ... --merged-dir ./lavin-7b-merged-text --modality text
-    lavin-convert export --adapter-dir ./my-mma-adapter --output ./my-adapter.pth
+        --base_dir ./lavin-7b-base --adapter_dir ./lavin-7b-sqa [--temperature 10]
+    lavin-convert import ... --merged_dir ./lavin-7b-merged-text --modality text
+    lavin-convert export --adapter_dir ./my-mma-adapter --output ./my-adapter.pth
 """
 
 from __future__ import annotations
@@ -32,23 +32,23 @@ def build_parser() -> argparse.ArgumentParser:
     to_hf.add_argument("--checkpoint", required=True, help="The reference adapter checkpoint (.pth).")
     to_hf.add_argument("--llama", required=True, help="LLaMA/Vicuna in HF format (LlamaForCausalLM dir + tokenizer).")
     to_hf.add_argument("--clip", required=True, help="CLIP ViT-L/14 in HF format (CLIPModel or CLIPVisionModel dir).")
-    to_hf.add_argument("--base-dir", help="Where to write the LaVIN base model.")
-    to_hf.add_argument("--adapter-dir", help="Where to write the MMA adapter.")
-    to_hf.add_argument("--merged-dir", help="Write one merged model here instead (needs --modality).")
+    to_hf.add_argument("--base_dir", help="Where to write the LaVIN base model.")
+    to_hf.add_argument("--adapter_dir", help="Where to write the MMA adapter.")
+    to_hf.add_argument("--merged_dir", help="Write one merged model here instead (needs --modality).")
     to_hf.add_argument("--modality", choices=["image", "text"], help="The prompts a merged model serves.")
     to_hf.add_argument(
-        "--adapter-type", choices=["attn", "block"], help="Expected LLM adapter variant (read if omitted)."
+        "--adapter_type", choices=["attn", "block"], help="Expected LLM adapter variant (read if omitted)."
     )
     to_hf.add_argument(
-        "--vision-adapter-type",
+        "--vision_adapter_type",
         choices=["normal", "router", "router_block", "none"],
         help="Expected CLIP adapter variant (read from the tensors if omitted).",
     )
     to_hf.add_argument("--temperature", type=float, help="Router temperature (10 for the 7B releases, 5 for 13B).")
     to_hf.add_argument("--scale", type=float, help="Adapter scale (default: the checkpoint's, else 1).")
-    to_hf.add_argument("--max-shard-size", default="5GB", help="Largest safetensors shard (default 5GB).")
+    to_hf.add_argument("--max_shard_size", default="5GB", help="Largest safetensors shard (default 5GB).")
     to_hf.add_argument(
-        "--max-checkpoint-bytes",
+        "--max_checkpoint_bytes",
         type=int,
         default=MAX_CHECKPOINT_BYTES,
         help=f"Refuse a .pth that expands to more bytes when loaded (default {MAX_CHECKPOINT_BYTES:,}).",
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     to_hf.add_argument("--overwrite", action="store_true", help="Replace existing outputs.")
 
     to_reference = commands.add_parser("export", help="MMA adapter directory -> reference .pth.")
-    to_reference.add_argument("--adapter-dir", required=True, help="An MMA adapter directory (save_pretrained).")
+    to_reference.add_argument("--adapter_dir", required=True, help="An MMA adapter directory (save_pretrained).")
     to_reference.add_argument("--output", required=True, help="The .pth to write.")
     to_reference.add_argument("--overwrite", action="store_true", help="Replace an existing file.")
     return parser

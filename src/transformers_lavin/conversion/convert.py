@@ -165,10 +165,13 @@ def convert_lavin_checkpoint(
     """
     split = base_dir is not None or adapter_dir is not None
     if split == (merged_dir is not None) or (split and (base_dir is None or adapter_dir is None)):
-        raise LavinConversionError("Give base_dir and adapter_dir, or merged_dir with modality; not both.")
+        raise LavinConversionError(
+            "Give base_dir and adapter_dir (--base_dir, --adapter_dir), or merged_dir with modality (--merged_dir, "
+            "--modality); not both."
+        )
     if merged_dir is not None and modality not in ("image", "text"):
         raise LavinConversionError(
-            "A merged model serves one modality, because MMA routes by modality: pass modality='image' or 'text'."
+            "A merged model serves one modality, because MMA routes by modality: pass modality='image' or 'text' (--modality)."
         )
     try:
         if convert_file_size_to_int(max_shard_size) <= 0:
@@ -243,7 +246,7 @@ def check_no_overlap(outputs: dict[str, str | Path], inputs: dict[str, str | Pat
 def write_adapter(directory: Path, mma_config: MMAConfig, state: dict[str, torch.Tensor], base_dir) -> None:
     """Write an adapter directory in the layout `PeftModel.save_pretrained` uses."""
     config = dataclasses.replace(mma_config)
-    config.base_model_name_or_path = str(base_dir)
+    config.base_model_name_or_path = str(Path(base_dir).resolve())  # loads from any working directory
     config.save_pretrained(directory)
     save_file(state, str(directory / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
 
@@ -255,14 +258,14 @@ def _check_representable(adapter: ReferenceAdapter, merged: bool) -> None:
             "This checkpoint's CLIP adapters are the reference's plain RepAdapter (visual_adapter_type 'normal'), "
             "which feeds each attention B(A(x)) in place of x (no identity path, no scale). MMA's 'normal' adapter "
             "computes x + s*B(A(x)), so an adapter directory would not reproduce the reference. Convert to a merged "
-            "model instead (merged_dir=..., modality=...), where these adapters fold exactly into CLIP's q/k/v."
+            "model instead (--merged_dir with --modality), where these adapters fold exactly into CLIP's q/k/v."
         )
     if merged and vision in ("router", "router_block"):
         raise LavinConversionError(
             f"Cannot write a merged model: the CLIP adapters of this checkpoint are routed ({vision!r}); each token "
             "picks its own mix, which is not linear and cannot fold into weights, and a plain LaVIN model has no "
-            "place to keep them. Convert to a base directory plus an adapter directory (base_dir=..., "
-            "adapter_dir=...), and merge only the LLM adapters after loading if you need to."
+            "place to keep them. Convert to a base directory plus an adapter directory (--base_dir "
+            "and --adapter_dir), and merge only the LLM adapters after loading if you need to."
         )
 
 

@@ -14,7 +14,7 @@ from ..mma import MMAConfig
 from .base import read_json_file
 from .key_mapping import peft_to_reference
 from .reference_format import LavinConversionError, parse_reference_adapter
-from .staging import check_target
+from .staging import apply_umask, check_target
 
 # The reference builds every router adapter with groups=2 and cannot be told otherwise.
 REFERENCE_GROUPS = 2
@@ -56,6 +56,7 @@ def export_to_reference(
     os.close(handle)
     try:
         torch.save({"model": tensors}, temporary)
+        apply_umask(temporary)  # mkstemp creates 0600
         os.replace(temporary, output_path)
     finally:
         if os.path.exists(temporary):

@@ -53,7 +53,7 @@ _PROJECTOR_KEY = re.compile(r"^adapter_proj\.(?P<param>(conv_A|conv_B)\.(weight|
 
 # Reference adapters are a few MB (their training checkpoints with optimizer state some tens of MB); a `.pth` is a
 # zip archive whose entries may be deflated, so this bounds what loading may expand to. Raise it with
-# `max_uncompressed_bytes=` (`--max-checkpoint-bytes`).
+# `max_uncompressed_bytes=` (`--max_checkpoint_bytes`).
 MAX_CHECKPOINT_BYTES = 1 << 30
 
 # Training-checkpoint entries that are not weights; only "model" is read.
@@ -155,7 +155,7 @@ def _check_not_safetensors(path: Path) -> None:
             f"{str(path)!r} is a safetensors file, not a reference LaVIN `.pth` (torch.save). `import` reads the "
             "reference's checkpoints; an MMA adapter in safetensors (adapter_model.safetensors) is already in this "
             "package's format: load its directory with PeftModel.from_pretrained, or export it with `lavin-convert "
-            "export --adapter-dir`."
+            "export --adapter_dir`."
         )
 
 
@@ -173,7 +173,7 @@ def _check_uncompressed_size(path: Path, max_uncompressed_bytes: int) -> None:
         raise LavinConversionError(
             f"{str(path)!r} would expand to {size:,} bytes when loaded, over the limit of {max_uncompressed_bytes:,} "
             "(reference LaVIN adapters are a few MB). If you trust the file, raise the limit: "
-            "max_uncompressed_bytes= (lavin-convert import --max-checkpoint-bytes N)."
+            "max_uncompressed_bytes= (lavin-convert import --max_checkpoint_bytes N)."
         )
 
 

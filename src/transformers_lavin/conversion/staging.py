@@ -1,4 +1,9 @@
-"""All-or-nothing writes: outputs are built in hidden temporary siblings and moved into place only at the end."""
+"""All-or-nothing writes: outputs are built in hidden temporary siblings and moved into place only at the end.
+
+What is moved into place gets the modes a plain `open()` / `mkdir()` would have given it under the process umask:
+temporary directories are created 0700, and safetensors (0.8) writes its files 0600, which would leave a team on
+shared storage unable to read a model one of them wrote.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ def check_target(path: Path, overwrite: bool) -> None:
     """Refuse to replace an existing, non-empty output unless `overwrite`."""
     if path.exists() and not overwrite and (path.is_file() or any(path.iterdir())):
         raise LavinConversionError(
-            f"{str(path)!r} already exists and is not empty; pass overwrite=True to replace it."
+            f"{str(path)!r} already exists and is not empty; pass --overwrite (overwrite=True in Python) to replace it."
         )
 
 
@@ -41,8 +46,33 @@ def staged_outputs(targets: list[Path], overwrite: bool = False):
                 shutil.rmtree(temporary, ignore_errors=True)
 
 
+def current_umask() -> int:
+    """The process umask (read by setting it, so it is set straight back)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | Path) -> None:
+    """
+    Give `path` (and everything under a directory) the modes that creating it anew would: `0o666` for files (`0o777`
+    for directories and executables) minus the umask. Symbolic links are left alone.
+    """
+    mask = current_umask()
+    path = Path(path)
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if item.is_symlink():
+            continue
+        full = 0o777 if item.is_dir() or item.stat().st_mode & 0o100 else 0o666
+        os.chmod(item, full & ~mask)
+
+
 def replace(source: Path, target: Path) -> None:
-    """Move `source` onto `target`, removing an old `target` only once the new one is in place."""
+    """
+    Move `source` onto `target`, removing an old `target` only once the new one is in place; `source` first gets the
+    modes of the umask ([`apply_umask`]).
+    """
+    apply_umask(source)
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")

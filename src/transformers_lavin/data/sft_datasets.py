@@ -208,7 +208,9 @@ def _later_turn_single_images(dataset: datasets.Dataset) -> int:
     if "messages" not in dataset.column_names:
         return 0
     count = 0
-    for messages in dataset.select_columns(["messages"]).with_format("arrow")[:]["messages"].to_pylist():
+    # Decoded rows, not the arrow column: `datasets` stores message parts of mixed shapes (an image part beside text
+    # parts, as in TRL's JSONL) as JSON strings that only its features decode.
+    for messages in dataset.select_columns(["messages"])["messages"]:
         first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
         turns = [
             index

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..cli_errors import add_debug_argument, user_errors
+from ..cli_errors import EXIT_USER_ERROR, UserInputError, add_debug_argument, user_errors
 from ..cli_flags import UnderscoreArgumentParser
 from .judge import HTTPJudge, load_hf_judge
 from .models import adapter_base, load_model, resolve_device
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 def _split_pair(text: str, what: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key or not value:
-        raise SystemExit(f"error: {what} must look like KEY=VALUE; got {text!r}.")
+        raise UserInputError(f"{what} must look like KEY=VALUE; got {text!r}.")
     return key.strip(), value.strip()
 
 
@@ -59,23 +59,23 @@ def build_tasks(task_specs: Sequence[str], option_specs: Sequence[str], judge: A
         dotted, value = _split_pair(spec, "--task_option")
         name, _, key = dotted.partition(".")
         if not key:
-            raise SystemExit(f"error: --task_option must look like TASK.KEY=VALUE; got {spec!r}.")
+            raise UserInputError(f"--task_option must look like TASK.KEY=VALUE; got {spec!r}.")
         options.setdefault(name, {})[key] = value
     unknown = set(options) - {_split_pair(spec, "--task")[0] for spec in task_specs}
     if unknown:
-        raise SystemExit(f"error: --task_option given for task(s) not selected with --task: {sorted(unknown)}.")
+        raise UserInputError(f"--task_option given for task(s) not selected with --task: {sorted(unknown)}.")
     tasks = []
     for spec in task_specs:
         name, data = _split_pair(spec, "--task")
         if name not in TASKS:
-            raise SystemExit(f"error: unknown task {name!r}; choose from {', '.join(TASKS)}.")
+            raise UserInputError(f"unknown task {name!r}; choose from {', '.join(TASKS)}.")
         cls = TASKS[name]
         parameters = inspect.signature(cls.__init__).parameters
         kwargs: dict[str, Any] = {}
         for key, value in options.get(name, {}).items():
             if key not in parameters or key in ("self", "judge"):
                 allowed = [p for p in parameters if p not in ("self", "judge")][1:]
-                raise SystemExit(f"error: task {name!r} has no option {key!r}; options: {', '.join(allowed)}.")
+                raise UserInputError(f"task {name!r} has no option {key!r}; options: {', '.join(allowed)}.")
             kwargs[key] = _parse_value(value, parameters[key].default)
         if "judge" in parameters:
             kwargs["judge"] = judge
@@ -153,29 +153,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _name_and_value(spec: str) -> tuple[str | None, str]:
+    name, sep, value = spec.partition("=")
+    return (name, value) if sep else (None, spec)
+
+
 def _model_targets(args: argparse.Namespace) -> dict[str, tuple[str | None, str | None]]:
     """Model name -> (model spec, adapter directory)."""
     if args.adapter:
         if len(args.model) > 1:
             raise ValueError("--adapter takes at most one --model (its base model).")
-        name, sep, directory = args.adapter.partition("=")
-        name, directory = (name, directory) if sep else (Path(args.adapter).name, args.adapter)
-        base = args.model[0].partition("=")[2] or args.model[0] if args.model else None
+        adapter_name, directory = _name_and_value(args.adapter)
+        model_name, base = _name_and_value(args.model[0]) if args.model else (None, None)
+        if adapter_name and model_name and adapter_name != model_name:
+            raise ValueError(
+                f"--model names the run {model_name!r} and --adapter names it {adapter_name!r}; give the name once."
+            )
         if base is None and adapter_base(directory) is None:
             raise ValueError(f"The adapter at {directory} names no base model; give it with --model.")
-        return {name: (base, directory)}
+        return {adapter_name or model_name or Path(directory).name: (base, directory)}
     if not args.model:
         raise ValueError("give at least one --model (or an --adapter).")
     if args.merge_adapter is not None:
         raise ValueError("--merge_adapter needs --adapter.")
     targets: dict[str, tuple[str | None, str | None]] = {}
     for spec in args.model:
-        name, sep, target = spec.partition("=")
-        name, target = (name, target) if sep else (Path(spec.split(":")[0]).name, spec)
+        name, target = _name_and_value(spec)
+        name = name or Path(spec.split(":")[0]).name
         if name in targets:
             raise ValueError(f"two models are named {name!r}; name them with NAME=SPEC.")
         targets[name] = (target, None)
     return targets
+
+
+def failed_runs(summaries: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """`task/model` of every run in which each sample failed (unreadable images, a model that raised)."""
+    return [
+        f"{task}/{model} ({summary['n_errors']} of {summary['n']} failed; first error in its results.jsonl)"
+        for task, by_model in summaries.items()
+        for model, summary in by_model.items()
+        if summary.get("n") and summary.get("n_errors", 0) >= summary["n"]
+    ]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -228,6 +246,15 @@ def _run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
+    failed = failed_runs(summaries)
+    if failed:
+        # A table of zeros would read as a score; every sample erred, so there is none.
+        print(
+            f"lavin-eval: error: every sample failed in {'; '.join(failed)}, so there is no score. The records in "
+            f"{Path(args.output_dir).resolve()} say why; fix the cause and run again with --retry_errors.",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
     sys.stdout.write(markdown_table(summaries, tasks))
     sys.stdout.write(f"\nResults in {Path(args.output_dir).resolve()}\n")
     return 0
@@ -235,7 +262,8 @@ def _run(args: argparse.Namespace) -> int:
 
 @user_errors("lavin-eval")
 def main(argv: list[str]) -> int:
-    """Entry point of `lavin-eval`; returns the exit status. A bad input is one line on stderr and status 1."""
+    """Entry point of `lavin-eval`; returns the exit status. A bad input, or a run in which every sample failed, is
+    one line on stderr and status 1."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return _run(args)

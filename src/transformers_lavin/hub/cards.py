@@ -193,9 +193,12 @@ def make_model_card(
     metrics = sorted({result.metric_type for result in results})
     standard_tags = ["lavin", "mma", "peft"] if kind == "adapter" else ["lavin"]
     model_name = repo_id.rstrip("/").split("/")[-1]
-    extra: dict[str, Any] = {"base_model_relation": "adapter"} if kind == "adapter" else {}
+    # The metadata names only what the Hub knows (as TRL's cards do): a local base or dataset stays in the text.
+    metadata_base = base_model if base_model is not None and _is_hub_id(base_model) else None
+    all_datasets = [name for name in all_datasets if _is_hub_id(name)]
+    extra: dict[str, Any] = {"base_model_relation": "adapter"} if kind == "adapter" and metadata_base else {}
     card_data = ModelCardData(
-        base_model=base_model,
+        base_model=metadata_base,
         library_name="peft" if kind == "adapter" else "transformers",
         pipeline_tag=PIPELINE_TAG,
         tags=[*standard_tags, PIPELINE_TAG, "transformers-lavin", *(tags or [])],
@@ -227,6 +230,17 @@ def make_model_card(
         evaluation=_evaluation_section(scienceqa_scores, scienceqa_split),
         citation=LAVIN_CITATION,
     )
+
+
+def _is_hub_id(name: str) -> bool:
+    """Whether `name` is a Hub id rather than a local file or folder."""
+    if os.path.exists(name):
+        return False
+    try:
+        check_repo_id(name, require_namespace=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _model_link(model: str | None) -> str:

@@ -29,203 +29,37 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
-import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
+from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
-from .. import MMAConfig, build_lavin_from_parts
 from ..cli_errors import UserInputError, user_errors
-from ..conversion.staging import replace
-from ..data import DEFAULT_PROMPT_FORMAT, load_scienceqa, write_synthetic_scienceqa
-from ..data.prompts import split_prompt_format
-from ..data.sft_datasets import (
-    add_special_tokens_to_text,
-    check_images_per_row,
-    dataset_format,
-    load_sft_dataset,
-    raw_prompt_completion,
-    scienceqa_hub_to_text,
+from ..conversion.staging import apply_umask, replace
+from .sft_arguments import (
+    ARGUMENT_CLASSES,
+    LavinModelArguments,
+    LavinScriptArguments,
+    MMAArguments,
+    check_gradient_checkpointing,
+    check_model_arguments,
+    parse_args,
+    resume_target,
+    torch_dtype,
+    validate_arguments,
 )
-from ..distributed.engines import check_requested_engine
-from ..hub.local_card import write_local_adapter_card
-from ..mma import compute_routing_table
-from ..testing_utils import build_tiny_lavin, tiny_lavin_config
-from .plots import plot_routing_weights, plot_training_loss
-from .sft_help import short_help
+
+if TYPE_CHECKING:
+    import datasets
+    import torch
+    from trl import SFTConfig, SFTTrainer
 
 logger = logging.getLogger(__name__)
 
 BASE_MODEL_DIR = "base_model"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
-
-
-@dataclass
-class LavinScriptArguments(ScriptArguments):
-    """
-    TRL's `ScriptArguments` (`--dataset_name`, `--dataset_config`, `--dataset_train_split`, `--dataset_test_split`)
-    plus LaVIN's ScienceQA sources. Exactly one data source: `--dataset_name`, `--dataset_dir` or `--synthetic`.
-    """
-
-    dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "Hub id, or local .json/.jsonl/.parquet/.csv file or folder, of a dataset in TRL's formats "
-            "(messages, prompt-completion, text; with an images column or none) or ScienceQA's Hub layout."
-        },
-    )
-    dataset_train_split: str = field(
-        default="train", metadata={"help": "Split to train on.", "aliases": ["--train_split", "--train-split"]}
-    )
-    dataset_test_split: str = field(
-        default="test",
-        metadata={
-            "help": "Split to evaluate on (read when --eval_strategy is not 'no').",
-            "aliases": ["--eval_split", "--eval-split"],
-        },
-    )
-    dataset_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "ScienceQA folder in the official layout (problems.json, pid_splits.json, images/). With "
-            "--synthetic, where the synthetic set is written (default: <output_dir>/synthetic_scienceqa)."
-        },
-    )
-    synthetic: bool = field(default=False, metadata={"help": "Write and train on the synthetic ScienceQA-style set."})
-    synthetic_num_train: int = field(default=256, metadata={"help": "Training problems of the synthetic set."})
-    synthetic_num_eval: int = field(
-        default=64, metadata={"help": "Validation and test problems of the synthetic set."}
-    )
-    synthetic_image_size: int = field(default=32, metadata={"help": "Image side of the synthetic set, in pixels."})
-    prompt_format: str = field(
-        default=DEFAULT_PROMPT_FORMAT, metadata={"help": "ScienceQA prompt format (both ScienceQA layouts)."}
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
-    max_images_per_sample: int | None = field(
-        default=None,
-        metadata={
-            "help": "Refuse (or drop, with --drop_unsupported_rows) rows with more images; no limit by default."
-        },
-    )
-    drop_unsupported_rows: bool = field(
-        default=False,
-        metadata={"help": "Drop rows over --max_images_per_sample instead of refusing the dataset."},
-    )
-    overwrite: bool = field(
-        default=False,
-        metadata={
-            "help": "Reuse an output_dir that holds an earlier run: its base model, adapter and checkpoints are "
-            "replaced. Also lets --synthetic write into a --dataset_dir that holds other data."
-        },
-    )
-
-
-@dataclass
-class LavinModelArguments(ModelConfig):
-    """
-    TRL's `ModelConfig` (`--model_name_or_path`, `--model_revision`, `--dtype`, `--attn_implementation`,
-    `--load_in_4bit`, LoRA options) plus LaVIN's other base-model sources and the adapter choice. Exactly one base
-    model: a saved LaVIN (`--model_name_or_path`), pretrained parts to assemble, or a tiny random model.
-    """
-
-    peft_method: str = field(
-        default="mma",
-        metadata={
-            "help": "Adapters to train: 'mma' (LaVIN's, the --mma_* options) or 'lora' (TRL's --lora_* options)."
-        },
-    )
-    vision_model: str | None = field(
-        default=None, metadata={"help": "CLIP directory or Hub id, to assemble a fresh LaVIN (with --language_model)."}
-    )
-    language_model: str | None = field(
-        default=None,
-        metadata={"help": "Causal LM directory or Hub id, to assemble a fresh LaVIN (with --vision_model)."},
-    )
-    tiny: bool = field(default=False, metadata={"help": "A tiny random LaVIN built in code (no download)."})
-    tiny_text_hidden_size: int = field(default=64, metadata={"help": "Width of the tiny LLM."})
-    tiny_text_layers: int = field(default=2, metadata={"help": "Layers of the tiny LLM."})
-    tiny_image_size: int = field(default=32, metadata={"help": "Image side of the tiny vision tower."})
-    tiny_patch_size: int = field(default=8, metadata={"help": "Patch side of the tiny vision tower."})
-    tiny_initializer_range: float = field(
-        default=0.2,
-        metadata={
-            "help": "Weight scale of the tiny random LLM. Larger than transformers' 0.02 so that the frozen LM head "
-            "can express confident predictions; at 0.02 its logits stay near uniform whatever the adapters do."
-        },
-    )
-
-
-@dataclass
-class MMAArguments:
-    """MMA adapter options (see `transformers_lavin.MMAConfig`); defaults are the published LaVIN-7B recipe."""
-
-    mma_adapter_hidden_size: int = field(default=8, metadata={"help": "Bottleneck width of every adapter."})
-    mma_groups: int = field(default=2, metadata={"help": "Groups of the adapters' up-projections."})
-    mma_scale: float = field(default=1.0, metadata={"help": "Scale of the adapter branch."})
-    mma_temperature: float = field(default=10.0, metadata={"help": "Router softmax temperature."})
-    mma_dropout: float = field(default=0.1, metadata={"help": "Dropout on the adapters' bottleneck."})
-    mma_adapter_type: str = field(default="attn", metadata={"help": "'attn' or 'block' (also the LLM MLPs)."})
-    mma_vision_adapter_type: str = field(
-        default="router", metadata={"help": "'router', 'router_block', 'normal' or 'none'."}
-    )
-
-    def to_peft_config(self) -> MMAConfig:
-        return MMAConfig(
-            adapter_hidden_size=self.mma_adapter_hidden_size,
-            groups=self.mma_groups,
-            scale=self.mma_scale,
-            temperature=self.mma_temperature,
-            dropout=self.mma_dropout,
-            adapter_type=self.mma_adapter_type,
-            vision_adapter_type=self.mma_vision_adapter_type,
-        )
-
-
-ARGUMENT_CLASSES = (LavinScriptArguments, SFTConfig, LavinModelArguments, MMAArguments)
-PEFT_METHODS = ("mma", "lora")
-
-
-def parse_args(
-    argv: Sequence[str] | None = None,
-) -> tuple[LavinScriptArguments, SFTConfig, LavinModelArguments, MMAArguments]:
-    """Parse command-line arguments (and a YAML file given with `--config`) into the script's dataclasses."""
-    parser = TrlParser(ARGUMENT_CLASSES)
-    return tuple(parser.parse_args_and_config(args=argv))
-
-
-def _dtype(name: str | None) -> torch.dtype | str | None:
-    if name is None or name == "auto":
-        return name
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"Unknown dtype {name!r}; use 'bfloat16', 'float16', 'float32' or 'auto'.")
-    return dtype
-
-
-def check_model_arguments(model_args: LavinModelArguments) -> None:
-    """Exactly one base model source, and options that fit it."""
-    from_parts = model_args.vision_model is not None or model_args.language_model is not None
-    sources = [model_args.model_name_or_path is not None, from_parts, model_args.tiny]
-    if sum(sources) != 1:
-        raise ValueError(
-            "Give exactly one base model: --model_name_or_path (a LaVIN directory or Hub id), --vision_model with "
-            "--language_model (to assemble one from pretrained parts), or --tiny (a tiny random model)."
-        )
-    if model_args.load_in_4bit and model_args.model_name_or_path is None:
-        raise ValueError(
-            "--load_in_4bit loads a saved LaVIN with --model_name_or_path. To quantise an assembled model, build it "
-            "with build_lavin_from_parts, save_pretrained it, then train from that directory."
-        )
-    if from_parts and (model_args.vision_model is None or model_args.language_model is None):
-        raise ValueError("Assembling a LaVIN needs both --vision_model and --language_model.")
-    if model_args.peft_method not in PEFT_METHODS:
-        raise ValueError(f"--peft_method {model_args.peft_method!r}: use one of {PEFT_METHODS}.")
-    _dtype(model_args.dtype)
 
 
 def load_model_and_processor(model_args: LavinModelArguments, seed: int = 0, trust_remote_code: bool = False):
@@ -240,10 +74,14 @@ def load_model_and_processor(model_args: LavinModelArguments, seed: int = 0, tru
     Returns:
         `(model, processor)`: a frozen-to-be [`LavinForConditionalGeneration`] and its [`LavinProcessor`].
     """
+    import torch
+
     check_model_arguments(model_args)
     from_parts = model_args.vision_model is not None or model_args.language_model is not None
-    dtype = _dtype(model_args.dtype)
+    dtype = torch_dtype(model_args.dtype)
     if model_args.tiny:
+        from ..testing_utils import build_tiny_lavin, tiny_lavin_config
+
         config = tiny_lavin_config(
             text_hidden_size=model_args.tiny_text_hidden_size,
             text_layers=model_args.tiny_text_layers,
@@ -256,6 +94,8 @@ def load_model_and_processor(model_args: LavinModelArguments, seed: int = 0, tru
             model = model.to(dtype)
         return model, processor
     if from_parts:
+        from .. import build_lavin_from_parts
+
         return build_lavin_from_parts(
             model_args.vision_model,
             model_args.language_model,
@@ -263,6 +103,8 @@ def load_model_and_processor(model_args: LavinModelArguments, seed: int = 0, tru
             seed=seed,
             revision=model_args.model_revision,
         )
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
     kwargs = {"revision": model_args.model_revision, "dtype": dtype, "trust_remote_code": trust_remote_code}
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
@@ -279,49 +121,10 @@ def load_model_and_processor(model_args: LavinModelArguments, seed: int = 0, tru
     return model, processor
 
 
-def validate_arguments(
-    script_args: LavinScriptArguments,
-    training_args: SFTConfig,
-    model_args: LavinModelArguments,
-    mma_args: MMAArguments,
-) -> None:
-    """
-    Check every option before anything is loaded or written, so that a bad one fails in a second, not after the base
-    model and data were written.
-
-    Raises:
-        `ValueError`: naming the option and how to fix it.
-    """
-    check_model_arguments(model_args)
-    sources = [script_args.dataset_name is not None, script_args.dataset_dir is not None and not script_args.synthetic]
-    sources.append(script_args.synthetic)
-    if sum(sources) != 1:
-        raise ValueError(
-            "Give exactly one dataset: --dataset_name (a Hub id or local json/jsonl/parquet/csv file or folder, in "
-            "TRL's formats or ScienceQA's Hub layout), --dataset_dir (ScienceQA in the official layout), or "
-            "--synthetic (the synthetic ScienceQA-style set)."
-        )
-    split_prompt_format(script_args.prompt_format)
-    if script_args.max_train_samples is not None and script_args.max_train_samples < 1:
-        raise ValueError(f"--max_train_samples must be positive; got {script_args.max_train_samples}.")
-    if script_args.dataset_dir is not None and not script_args.synthetic:
-        if not (Path(script_args.dataset_dir) / "problems.json").is_file():
-            raise ValueError(
-                f"--dataset_dir {script_args.dataset_dir!r} holds no problems.json: point it at ScienceQA in the "
-                "official layout, or use --dataset_name for other data."
-            )
-    if script_args.dataset_name is not None and script_args.dataset_name.startswith((".", "/", "~")):
-        if not Path(script_args.dataset_name).expanduser().exists():
-            raise ValueError(f"--dataset_name {script_args.dataset_name!r}: no such file or folder.")
-    if Path(training_args.output_dir).is_file():
-        raise ValueError(f"--output_dir {training_args.output_dir!r} is a file; give a folder.")
-    if model_args.peft_method == "mma":
-        mma_args.to_peft_config()  # MMAConfig checks its own values
-    check_gradient_checkpointing(training_args)
-
-
 def write_synthetic_set(script_args: LavinScriptArguments, root: Path, seed: int) -> None:
     """Write the synthetic ScienceQA-style set that `--synthetic` and its size options ask for into `root`."""
+    from ..data import write_synthetic_scienceqa
+
     write_synthetic_scienceqa(
         root,
         overwrite=script_args.overwrite,
@@ -352,6 +155,9 @@ def load_datasets(
     The training (and, when `--eval_strategy` is not `no`, evaluation) split as read, before any tokenizer is known.
     Rows over `--max_images_per_sample` are refused or dropped here, before anything is written.
     """
+    from ..data import load_scienceqa
+    from ..data.sft_datasets import check_images_per_row, dataset_format, load_sft_dataset
+
     evaluate = training_args.eval_strategy != "no"
     if script_args.dataset_name is not None:
         load = partial(load_sft_dataset, script_args.dataset_name, script_args.dataset_config)
@@ -382,6 +188,13 @@ def prepare_for_lavin(
     answer strings, without a chat template; plain-text rows with BOS and EOS; conversational rows as they are (the
     chat template renders them).
     """
+    from ..data.sft_datasets import (
+        add_special_tokens_to_text,
+        dataset_format,
+        raw_prompt_completion,
+        scienceqa_hub_to_text,
+    )
+
     bos, eos = processor.tokenizer.bos_token, processor.tokenizer.eos_token
     kind = dataset_format(dataset)
     if kind == "scienceqa":
@@ -393,27 +206,24 @@ def prepare_for_lavin(
     return dataset
 
 
-def check_gradient_checkpointing(training_args: SFTConfig) -> None:
-    """MMA's routing table must keep its gradient: use non-reentrant checkpointing (the only kind MMA supports)."""
-    if not training_args.activation_checkpointing:
-        return
-    kwargs = dict(training_args.activation_checkpointing_kwargs or {})
-    if kwargs.get("use_reentrant"):
-        raise ValueError(
-            "MMA needs non-reentrant gradient checkpointing (reentrant checkpointing drops the routers' gradient). "
-            "Set gradient_checkpointing_kwargs={'use_reentrant': false} or --gradient_checkpointing false."
-        )
-    kwargs["use_reentrant"] = False
-    # The Trainer reads the current name, TRL 1.16 the deprecated one: both get the dict, as TrainingArguments does.
-    training_args.activation_checkpointing_kwargs = training_args.gradient_checkpointing_kwargs = kwargs
-
-
 def adapter_config(model_args: LavinModelArguments, mma_args: MMAArguments):
     """The PEFT config `--peft_method` chooses: MMA from the `--mma_*` options, or LoRA from TRL's `--lora_*`."""
     if model_args.peft_method == "mma":
         return mma_args.to_peft_config()
+    from trl import get_peft_config
+
     model_args.use_peft = True
     return get_peft_config(model_args)
+
+
+class OutputModesCallback(TrainerCallback):
+    """Gives each checkpoint the file modes of the process umask (safetensors writes its files 0600)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if checkpoint.is_dir():
+                apply_umask(checkpoint)
 
 
 def build_trainer(
@@ -427,6 +237,8 @@ def build_trainer(
     peft_config=None,
 ) -> SFTTrainer:
     """An `SFTTrainer` that wraps `model` in adapters (MMA from `mma_args` unless `peft_config` is given)."""
+    from trl import SFTTrainer
+
     check_gradient_checkpointing(training_args)
     # Images are processed on the fly by TRL's vision collator, which needs the raw columns.
     training_args.remove_unused_columns = False
@@ -437,7 +249,7 @@ def build_trainer(
         eval_dataset=eval_dataset,
         processing_class=processor,
         peft_config=peft_config if peft_config is not None else mma_args.to_peft_config(),
-        callbacks=list(callbacks or []),
+        callbacks=[OutputModesCallback(), *(callbacks or [])],
     )
 
 
@@ -445,13 +257,6 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
-
-
-def _resume_target(value: str | bool | None) -> str | bool | None:
-    # `--resume_from_checkpoint true` (or `last`) means the newest checkpoint in output_dir, as Trainer's True does.
-    if isinstance(value, str) and value.lower() in ("true", "last"):
-        return True
-    return value
 
 
 def earlier_run_outputs(output_dir: Path) -> list[str]:
@@ -488,7 +293,8 @@ def save_aside(output_dir: Path, save: Callable[[str], None], replace_directory:
     """
     Write with `save(directory)` into a hidden sibling, then move it into place: onto `output_dir` itself when
     `replace_directory`, else file by file into `output_dir` (which also holds checkpoints). A crash mid-write leaves
-    the old files or the new ones, never a mix of half-written files.
+    the old files or the new ones, never a mix of half-written files. What is moved gets the modes a plain write
+    would have given under the process umask.
     """
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
@@ -497,6 +303,7 @@ def save_aside(output_dir: Path, save: Callable[[str], None], replace_directory:
         if replace_directory:
             replace(staged, output_dir)
             return
+        apply_umask(staged)
         output_dir.mkdir(parents=True, exist_ok=True)
         for path in sorted(staged.rglob("*")):
             target = output_dir / path.relative_to(staged)
@@ -508,6 +315,15 @@ def save_aside(output_dir: Path, save: Callable[[str], None], replace_directory:
         shutil.rmtree(staged, ignore_errors=True)
 
 
+def reloadable_name(name_or_path: str) -> str:
+    """
+    What an adapter should record as its base model: the absolute path of a local directory (a relative one would
+    resolve from the working directory of whoever loads the adapter, or be taken for a Hub id), else the Hub id.
+    """
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.is_dir() else name_or_path
+
+
 def _dataset_names(script_args: LavinScriptArguments) -> list[str]:
     if script_args.dataset_name is not None:
         return [script_args.dataset_name]
@@ -516,6 +332,10 @@ def _dataset_names(script_args: LavinScriptArguments) -> list[str]:
 
 def write_run_outputs(trainer: SFTTrainer, output_dir: Path, base_model: str, dataset_names: Sequence[str]) -> dict:
     """The model card (README.md) and the loss and routing plots of a finished run; returns the paths written."""
+    from ..hub.local_card import write_local_adapter_card
+    from ..mma import compute_routing_table
+    from .plots import plot_routing_weights, plot_training_loss
+
     written = {}
     history = trainer.state.log_history
     if any("loss" in entry for entry in history):
@@ -539,13 +359,6 @@ def _is_mma(model) -> bool:
     return str(getattr(config, "peft_type", "")) in ("MMA", "PeftType.MMA")
 
 
-def _resume_target(value: str | bool | None) -> str | bool | None:
-    # `--resume_from_checkpoint true` (or `last`) means the newest checkpoint in output_dir, as Trainer's True does.
-    if isinstance(value, str) and value.lower() in ("true", "last"):
-        return True
-    return value
-
-
 def run(
     script_args: LavinScriptArguments,
     training_args: SFTConfig,
@@ -559,11 +372,13 @@ def run(
     `output_dir` holding an earlier run is refused unless `--overwrite` or resuming. The base model and the adapter
     are written aside and moved into place.
     """
+    from ..distributed.engines import check_requested_engine
+
     # FSDP or DeepSpeed asked for but not runnable here (accelerate would fall back to DDP): stop before any work.
     check_requested_engine(training_args.distributed_state.distributed_type.name, training_args.use_cpu)
     validate_arguments(script_args, training_args, model_args, mma_args)
     output_dir = Path(training_args.output_dir)
-    resuming = bool(_resume_target(training_args.resume_from_checkpoint))
+    resuming = bool(resume_target(training_args.resume_from_checkpoint))
     check_output_dir(output_dir, script_args.overwrite, resuming)
     train_dataset, eval_dataset = load_datasets(script_args, training_args)
     model, processor = load_model_and_processor(
@@ -575,10 +390,10 @@ def run(
         eval_dataset = prepare_for_lavin(eval_dataset, processor, script_args.prompt_format, reference_text)
     if training_args.process_index == 0 and script_args.overwrite and not resuming:
         _remove_earlier_run(output_dir)
-    base_model = model_args.model_name_or_path
-    if base_model is None:
-        # A base built here exists nowhere else: save it (before PEFT wraps it in place) so the adapter can reload,
-        # and let the adapter's config (base_model_name_or_path) and card name it.
+    if model_args.model_name_or_path is not None:
+        base_model = reloadable_name(model_args.model_name_or_path)
+    else:
+        # A base built here exists nowhere else: save it (before PEFT wraps it in place) so the adapter can reload.
         base_dir = output_dir / BASE_MODEL_DIR
         if training_args.process_index == 0:
 
@@ -587,9 +402,10 @@ def run(
                 processor.save_pretrained(directory)
 
             save_aside(base_dir, save_base, replace_directory=True)
-        base_model = str(base_dir)
-        model.config._name_or_path = base_model
-        model.name_or_path = base_model
+        base_model = str(base_dir.resolve())
+    # PEFT writes the model's name_or_path into the adapter config (base_model_name_or_path), which
+    # `AutoModelForImageTextToText.from_pretrained(adapter_dir)` and `lavin-eval --adapter` load from any directory.
+    model.config._name_or_path = model.name_or_path = base_model
     trainer = build_trainer(
         model,
         processor,
@@ -605,7 +421,7 @@ def run(
         f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f}%): "
         f"{'the MMA adapters, projector and modality embedding' if model_args.peft_method == 'mma' else 'LoRA'}."
     )
-    trainer.train(resume_from_checkpoint=_resume_target(training_args.resume_from_checkpoint))
+    trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint))
     # Every process calls save_model (FSDP and DeepSpeed gather the weights); only the main one writes files.
     save_aside(output_dir, trainer.save_model, replace_directory=False)
     if trainer.is_world_process_zero():
@@ -623,11 +439,30 @@ def main(argv: Sequence[str]) -> None:
     `--debug` shows the traceback of an error)."""
     argv = list(argv)
     if any(flag in argv for flag in ("-h", "--help", "--help_all", "--help-all")):
+        from .sft_arguments import LavinArgumentParser
+        from .sft_help import short_help
+
         full = "--help_all" in argv or "--help-all" in argv
-        print(TrlParser(ARGUMENT_CLASSES).format_help() if full else short_help(ARGUMENT_CLASSES))
+        print(LavinArgumentParser().format_help() if full else short_help(ARGUMENT_CLASSES))
         return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     run(*parse_args(argv))
+
+
+__all__ = [
+    "BASE_MODEL_DIR",
+    "LavinModelArguments",
+    "LavinScriptArguments",
+    "MMAArguments",
+    "build_trainer",
+    "check_gradient_checkpointing",
+    "load_model_and_processor",
+    "main",
+    "parse_args",
+    "run",
+    "save_aside",
+    "validate_arguments",
+]
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from .sft import (
     LavinScriptArguments,
     MMAArguments,
     load_model_and_processor,
+    reloadable_name,
     write_synthetic_set,
 )
 
@@ -169,7 +170,11 @@ def run(
         if rank == 0:  # the base exists nowhere else: save it so the adapter can be reloaded
             model.save_pretrained(output_dir / BASE_MODEL_DIR)
             processor.save_pretrained(output_dir / BASE_MODEL_DIR)
-        model.config._name_or_path = str(output_dir / BASE_MODEL_DIR)
+        base_model = str((output_dir / BASE_MODEL_DIR).resolve())
+    else:
+        base_model = reloadable_name(model_args.model_name_or_path)
+    # The adapter's base_model_name_or_path: a path that loads from any working directory.
+    model.config._name_or_path = model.name_or_path = base_model
     torch.manual_seed(args.seed)  # the adapters' init: the same on every rank and in a one-process run
     model = get_peft_model(model, mma_args.to_peft_config()).to(device)
     model.train()

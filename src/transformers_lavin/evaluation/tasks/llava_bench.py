@@ -205,7 +205,9 @@ class LlavaBenchTask(Task):
         for group, rows in groups.items():
             reference_total = sum(r["reference_score"] for r in rows)
             model_total = sum(r["model_score"] for r in rows)
-            summary[group] = 100.0 * model_total / reference_total if reference_total else None
+            # LLaVA's -1s of unreadable reviews make a group with no readable review read 100 (-n / -n): no score.
+            readable = any(not r.get("unreadable_review") for r in rows)
+            summary[group] = 100.0 * model_total / reference_total if reference_total and readable else None
             summary[f"{group}/model_mean"] = model_total / len(rows) if rows else None
             summary[f"{group}/reference_mean"] = reference_total / len(rows) if rows else None
         summary["unreadable_reviews"] = self.unreadable_reviews

@@ -29,7 +29,7 @@ from ..metrics.scienceqa import (
 )
 from ..multiple_choice import ANSWER_PREFIX, best_option
 from .base import Sample, Task
-from .sources import TableImage, load_hub_table, resolve_inside, table_root, use_hub_layout
+from .sources import TableImage, load_hub_table, table_root, use_hub_layout
 
 _HUB_COLUMNS = ("image", "question", "choices", "answer", "hint", "subject", "grade", "lecture", "solution")
 _HUB_SPLITS = {"val": "validation"}
@@ -155,12 +155,12 @@ class ScienceQATask(Task):
             # The user turn holds the prompt text after the (optional) image placeholder.
             prompt = next(part["text"] for part in row["prompt"][0]["content"] if part["type"] == "text")
             columns = problem_columns(row["subject"], row["grade"], row["has_text"], row["has_image"])
-            where = f"ScienceQA problem {row['id']!r}"
             samples.append(
                 Sample(
                     id=row["id"],
                     prompt=self._with_instruction(prompt),
-                    images=[str(resolve_inside(self.data_dir, image["path"], where)) for image in row["images"]],
+                    # The reader's paths start with data_dir already (and it refused any outside it): not re-joined.
+                    images=[image["path"] for image in row["images"]],
                     target=OPTION_LETTERS.index(row["answer"]),
                     meta={"choices": row["choices"], "columns": columns},
                 )
