@@ -293,15 +293,16 @@ class DecoderSpy:
             self.calls.append(kwargs.get("modality_ids"))
 
 
-def test_init_equals_the_base_and_adapts_the_llm_and_every_vision_block(family):
+@pytest.mark.parametrize("vision_adapter_type, per_block", [("router", 1), ("router_block", 2)])  # + the MLPs
+def test_init_equals_the_base_and_adapts_the_llm_and_every_vision_block(family, vision_adapter_type, per_block):
     base = build(family)
     batch = mixed_batch(family)
     expected = logits(base, batch)
-    model = mma_model(base, randomize=False)
+    model = mma_model(base, randomize=False, vision_adapter_type=vision_adapter_type)
     assert torch.equal(logits(model, batch), expected)  # zero-initialised up-projections: exactly the base
     assert len(llm_layers(model)) == base.config.text_config.num_hidden_layers
     vision = [m for m in model.modules() if isinstance(m, MMALayer) and m.routing_key is None]
-    assert len(vision) == vision_blocks(base)
+    assert len(vision) == per_block * vision_blocks(base)
     tower = base.get_encoder(modality="image")
     assert all(any(layer is m for m in tower.modules()) for layer in vision)
     assert len(model.peft_config["default"].modules_to_save) == 1  # the family's projector, under its own name
