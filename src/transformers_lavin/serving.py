@@ -11,8 +11,8 @@ registers `lavin` with the Auto classes and MMA with PEFT), registers what the s
 lavin-serve path/to/lavin --port 8000          # a saved or merged LaVIN, or a LaVIN + MMA adapter directory
 ```
 
-The server loads each model in a process of its own (transformers >= 5.25); that process imports the command's main
-module, and so this one, which registers again there.
+The registration runs when this module is imported, so a process the server starts to load a model in, which imports
+the command's main module, registers too.
 """
 
 from __future__ import annotations
