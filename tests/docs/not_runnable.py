@@ -19,6 +19,9 @@ BLOCKS = {
         "push_model_to_hub(model",
     ): "uploads to the Hugging Face Hub; tests/hub/test_hub_roundtrip.py runs the same calls against a local fake Hub",
     ("docs/performance.md", "gpu_check.sh"): "needs a CUDA GPU (about 8 minutes on one H200)",
+    ("README.md", "v1/chat/completions"): "a client of the server the block above starts (the runner checks that it "
+    "serves, then stops it); tests/serving/test_lavin_serve.py sends this request to a served LaVIN, merged LaVIN "
+    "and adapter",
     ("docs/training.md", "lavin-demo --output_dir"): "trains for about 2 minutes on 2 CPU cores; "
     "tests/training/test_demo.py runs the same program at its --quick size",
     (

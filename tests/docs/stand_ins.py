@@ -56,8 +56,9 @@ PATHS = {
 }
 # Text replaced before a block runs: the judge endpoint, where the test serves an OpenAI-compatible judge.
 TEXT = {"http://127.0.0.1:8000/v1": "{judge_url}"}
-# Commands that serve until stopped: started with `--port` on a free port, checked to serve, then stopped.
-SERVERS = ("lavin-chat",)
+# Commands that serve until stopped, with the path that answers once they serve: started with `--port` on a free
+# port, checked to answer there, then stopped.
+SERVERS = {"lavin-chat": "/gradio_api/info", "lavin-serve": "/health"}
 # The environment of every block: nothing from the Hub, and the working directory importable (`my_pkg`, as if the
 # user had installed it).
 ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

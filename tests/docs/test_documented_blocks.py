@@ -3,7 +3,7 @@ the few listed with their reason in not_runnable.py. Blocks without a language a
 
 Each document's blocks run in document order in one fresh working directory, as a reader following the page would:
 Python blocks in a fresh interpreter each, shell blocks command by command through bash, with the package's console
-scripts on PATH. Shell commands that serve (lavin-chat) are started on a free port, checked to answer, and stopped.
+scripts on PATH. Shell commands that serve (lavin-chat, lavin-serve) are started on a free port, checked to answer, and stopped.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def _serve(command: str, workspace: Path, env: dict[str, str], where: str) -> No
         while True:
             assert server.poll() is None, f"{where}: `{command}` stopped:\n{server.stdout.read()[-3000:]}"
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/info", timeout=5)
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{SERVERS[command.split()[0]]}", timeout=5)
                 return
             except OSError:
                 assert time.monotonic() < deadline, f"{where}: `{command}` did not serve"

@@ -15,6 +15,9 @@ from .peft_registration import add_mma_peft_type
 
 ADAPTER_TYPES = ("attn", "block")
 VISION_ADAPTER_TYPES = ("normal", "router", "router_block", "none")
+# What transformers' vision towers call the attention and the MLP of their blocks, in order of preference.
+VISION_ATTENTION_NAMES = ("self_attn", "attn", "attention")
+VISION_MLP_NAMES = ("mlp", "feed_forward")
 
 
 @dataclass
@@ -41,9 +44,14 @@ class MMAConfig(PeftConfig):
             adapted. The MLPs (`"mlp"`) are added for `adapter_type="block"`; vision modules follow
             `vision_adapter_type` and `vision_target_modules`. An empty list adapts the vision tower only (what a
             merged model keeps of routed vision adapters).
-        vision_target_modules (`list[str]`, defaults to `["self_attn"]`): The vision tower's attention modules.
+        vision_target_modules (`list[str]`, *optional*): The attention modules of the vision tower's blocks. `None`
+            (the default) takes the attention of each block under whichever name its tower uses (`self_attn`: CLIP,
+            SigLIP; `attn`: Qwen2-VL and its successors; `attention`: Pixtral, InternVL), and for
+            `vision_adapter_type="router_block"` its MLP (`mlp`, or Pixtral's `feed_forward`).
         modules_to_save (`list[str]`): Base-model modules trained and saved in full: LaVIN's projector and modality
-            embedding. Entries the base model does not have are dropped (a plain causal LM has neither).
+            embedding, and the projector of other VLMs under the names they use (`multi_modal_projector`, Idefics3's
+            and SmolVLM's `connector`, Qwen2-VL's `merger`). Entries the base model does not have are dropped (a plain
+            causal LM has none of them).
         merge_modality (`str`, *optional*): `"image"` or `"text"`: the inputs a merged model serves, used by
             `merge_adapter()` and `merge_and_unload()` when they are not given one (a plain LLM defaults to text).
     """
@@ -64,10 +72,13 @@ class MMAConfig(PeftConfig):
         default_factory=lambda: ["self_attn"], metadata={"help": "LLM attention modules to adapt."}
     )
     vision_target_modules: list[str] | None = field(
-        default_factory=lambda: ["self_attn"], metadata={"help": "Vision attention modules to adapt."}
+        default=None,
+        metadata={
+            "help": "Vision attention modules to adapt; None: each vision block's attention, by its tower's name."
+        },
     )
     modules_to_save: list[str] | None = field(
-        default_factory=lambda: ["multi_modal_projector", "modality_embedding"],
+        default_factory=lambda: ["multi_modal_projector", "modality_embedding", "connector", "merger"],
         metadata={"help": "Modules trained and saved in full."},
     )
     merge_modality: Literal["image", "text"] | None = field(
@@ -150,10 +161,14 @@ class MMAConfig(PeftConfig):
 
     @property
     def vision_target_names(self) -> list[str]:
-        """Module names adapted in the vision tower."""
+        """
+        Module names that may be adapted in the vision tower's blocks. With `vision_target_modules=None` these are
+        the candidates: the tuner adapts the first attention name (and MLP name) that the tower's blocks use.
+        """
         if self.vision_adapter_type == "none":
             return []
-        return list(self.vision_target_modules or []) + (["mlp"] if self.vision_adapter_type == "router_block" else [])
+        attention = list(VISION_ATTENTION_NAMES if self.vision_target_modules is None else self.vision_target_modules)
+        return attention + (list(VISION_MLP_NAMES) if self.vision_adapter_type == "router_block" else [])
 
 
 def _auto_class_mapping(mapping: dict[str, str]) -> dict[str, str]:

@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 # Linear layers that read an attention's or MLP's input.
-INPUT_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "qkv_proj", "gate_proj", "up_proj", "gate_up_proj", "fc1")
+ATTENTION_INPUT_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "qkv_proj", "qkv")  # `qkv`: Qwen2-VL's vision tower
+MLP_INPUT_PROJECTIONS = ("gate_proj", "up_proj", "gate_up_proj", "fc1", "linear_fc1")  # `linear_fc1`: Qwen3-VL's
+INPUT_PROJECTIONS = ATTENTION_INPUT_PROJECTIONS + MLP_INPUT_PROJECTIONS
 
 
 def input_projections(module: nn.Module) -> dict[str, nn.Linear]:

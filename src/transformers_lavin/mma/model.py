@@ -9,10 +9,11 @@ from peft.tuners.tuners_utils import BaseTuner, _filter_state_dict_by_key_prefix
 from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
-from .config import MMAConfig
+from .config import VISION_ATTENTION_NAMES, VISION_MLP_NAMES, MMAConfig
+from .folding import ATTENTION_INPUT_PROJECTIONS
 from .layer import MMALayer, MMAModalityEmbedding
 from .merged_saving import keep_unfolded_adapters, refuse_saving
-from .routing import MODALITIES, ImageTokenModality, ModalityRouter, find_router, image_token_id
+from .routing import MODALITIES, ImageTokenModality, ModalityRouter, find_router, visual_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -49,30 +50,42 @@ def _is_under(key: str, prefix: str | None) -> bool:
     return prefix is not None and (prefix == "" or key == prefix or key.startswith(prefix + "."))
 
 
-def _declare_new_biases(model: nn.Module, folded_into: list[nn.Module]) -> list[str]:
+def _block_child_name(key: str) -> str | None:
+    """`self_attn` for `...layers.3.self_attn`: the name of a direct child of a block in a stack of blocks (a
+    ModuleList), else `None` (e.g. Qwen2-VL's `visual.merger.mlp`, or SigLIP's pooling `head.attention`)."""
+    parent, _, name = key.rpartition(".")
+    return name if parent.rpartition(".")[2].isdigit() else None
+
+
+def _input_width(module: nn.Module) -> int | None:
+    """The feature width a module reads: the input width of its first linear layer (q_proj, qkv, fc1, ...)."""
+    linear = next((m for m in module.modules() if isinstance(m, nn.Linear)), None)
+    return None if linear is None else linear.in_features
+
+
+def _declare_new_biases(model: nn.Module, folded_into: list[tuple[nn.Module, bool]]) -> list[str]:
     """
-    Folding an adapter's constant term gave the input projections (q/k/v, or gate/up) of the modules `folded_into` a
-    bias they did not have. Give their sibling projections a zero bias and say so in the config, so that the merged
-    model saves and reloads as the same architecture.
+    Folding an adapter's constant term gave the input projections (q/k/v, or gate/up) of the modules `folded_into`
+    (each with whether it sits in the vision tower) a bias they did not have. Give their sibling projections a zero
+    bias and say so in the config of their part of the model, so that the merged model saves and reloads as the
+    same architecture.
 
     Returns:
-        The config flags the model's config lacks to declare them (e.g. `mlp_bias` for Gemma 3): saved, the model
-        would lose those biases.
+        The config flags the model's configs lack to declare them (e.g. `mlp_bias` for Gemma 3, `attention_bias`
+        for Mistral, `vision_config.attention_bias` for Pixtral): saved, the model would lose those biases.
     """
-    text_config = model.config.get_text_config()
     undeclared = set()
-    for module in folded_into:
+    for module, in_vision in folded_into:
+        config = model.config.vision_config if in_vision else model.config.get_text_config()
         linears = {name: child for name, child in module.named_children() if isinstance(child, nn.Linear)}
-        for flag, siblings in (("attention_bias", ("o_proj",)), ("mlp_bias", ("down_proj",))):
-            if not any(name in linears for name in siblings):
-                continue
-            for child in linears.values():
-                if child.bias is None:
-                    child.bias = nn.Parameter(torch.zeros_like(child.weight[:, 0]), requires_grad=False)
-            if hasattr(text_config, flag):
-                setattr(text_config, flag, True)
-            else:
-                undeclared.add(flag)
+        flag = "attention_bias" if any(name in linears for name in ATTENTION_INPUT_PROJECTIONS) else "mlp_bias"
+        for child in linears.values():  # the flag gives the output projection (o_proj, down_proj) one too
+            if child.bias is None:
+                child.bias = nn.Parameter(torch.zeros_like(child.weight[:, 0]), requires_grad=False)
+        if hasattr(config, flag):
+            setattr(config, flag, True)
+        else:
+            undeclared.add(f"vision_config.{flag}" if in_vision else flag)
     return sorted(undeclared)
 
 
@@ -155,7 +168,7 @@ class MMAModel(BaseTuner):
         self._decoder_name, decoder = _find_decoder(model)
         vision = _find_vision_tower(model)
         self._vision_name = next((n for n, m in model.named_modules() if m is vision), None) if vision else None
-        self._image_token_id = image_token_id(model.config)
+        self._visual_token_ids = visual_token_ids(model.config)
         names = {name for name, _ in model.named_modules()}
         self._modality_embedding_name = next(
             (n for n in names if n == "modality_embedding" or n.endswith(".modality_embedding")), None
@@ -181,14 +194,26 @@ class MMAModel(BaseTuner):
             config.modules_to_save = present or None
 
     def _check_vision_targets(self, vision: nn.Module | None, config: MMAConfig, names: set[str]) -> None:
-        """A vision tower whose blocks have none of the vision targets (not CLIP-like) stays without adapters."""
+        """
+        Choose the modules of the vision tower's blocks to adapt: the configured names, or by default the first of
+        the usual attention (and, for `router_block`, MLP) names that the blocks use. A tower whose blocks have none
+        of them stays without adapters, with an info log.
+        """
+        self._vision_targets: set[str] = set()
         if vision is None or not config.vision_target_names:
             return
-        found = {n.rsplit(".", 1)[-1] for n in names if _is_under(n, self._vision_name) and n != self._vision_name}
-        if not found & set(config.vision_target_names):
+        found = {_block_child_name(n) for n in names if _is_under(n, self._vision_name)} - {None}
+        if config.vision_target_modules is not None:
+            self._vision_targets = found & set(config.vision_target_names)
+        else:
+            for candidates in (VISION_ATTENTION_NAMES, VISION_MLP_NAMES):
+                chosen = next((name for name in candidates if name in found), None)
+                if chosen is not None and chosen in config.vision_target_names:
+                    self._vision_targets.add(chosen)
+        if not self._vision_targets:
             logger.info(
-                "MMA: the vision tower (%s) has no %s modules, so it gets no adapters; set vision_target_modules to "
-                "the name of its blocks' attention to adapt it.",
+                "MMA: the vision tower (%s) has no blocks with %s modules, so it gets no adapters; set "
+                "vision_target_modules to the name of its blocks' attention to adapt it.",
                 type(vision).__name__,
                 config.vision_target_names,
             )
@@ -208,7 +233,7 @@ class MMAModel(BaseTuner):
     def _check_target_module_exists(self, peft_config: MMAConfig, key: str) -> bool:
         name = key.rsplit(".", 1)[-1]
         if _is_under(key, self._vision_name):
-            return name in peft_config.vision_target_names
+            return _block_child_name(key) in self._vision_targets
         return _is_under(key, self._decoder_name) and name in peft_config.llm_target_names
 
     def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key) -> None:
@@ -224,8 +249,10 @@ class MMAModel(BaseTuner):
             target.update_layer(adapter_name, **settings)
             return
         in_vision = _is_under(current_key, self._vision_name)
+        # A tower's config may name its block width differently (Qwen2-VL's `embed_dim`): read it from the module.
         config = self.model.config
-        width = config.vision_config.hidden_size if in_vision else config.get_text_config().hidden_size
+        width = (_input_width(target) or config.vision_config.hidden_size) if in_vision else None
+        width = width or config.get_text_config().hidden_size
         new_module = MMALayer(
             target,
             adapter_name,
@@ -244,7 +271,7 @@ class MMAModel(BaseTuner):
         modality token the tuner owns also gets the tuner's reader of each row's modality from its image token
         (LaVIN reads its own and passes `modality_ids` down itself).
         """
-        owns_modality = self._modality_embedding_name is None and self._image_token_id is not None
+        owns_modality = self._modality_embedding_name is None and bool(self._visual_token_ids)
         if owns_modality and ImageTokenModality.installed_on(model) is None:
             ImageTokenModality(model)
         decoder = model.get_submodule(self._decoder_name)
@@ -313,7 +340,7 @@ class MMAModel(BaseTuner):
         names = adapter_names or self.active_adapters
         configured = {self.peft_config[name].merge_modality for name in names if name in self.peft_config}
         modality = modality or (configured.pop() if len(configured) == 1 else None)
-        if modality is None and self._image_token_id is None:
+        if modality is None and not self._visual_token_ids:
             modality = "text"  # a model without image tokens only has the text path
         if modality not in MODALITIES:
             raise ValueError(
@@ -392,7 +419,9 @@ class MMAModel(BaseTuner):
             raise
         config = self.peft_config[kept]
         folded_into = [
-            m.get_base_layer() for m in self.model.modules() if isinstance(m, MMALayer) and m.created_biases
+            (m.get_base_layer(), m.routing_key is None)
+            for m in self.model.modules()
+            if isinstance(m, MMALayer) and m.created_biases
         ]
         merged = self._unload_and_optionally_merge(merge=True, progressbar=progressbar, adapter_names=adapter_names)
         self._remove_routing()
@@ -403,7 +432,12 @@ class MMAModel(BaseTuner):
             reason = (
                 f"The merged {type(merged).__name__} is exact in memory, but its config has no {undeclared} to "
                 "declare the biases merging gave its layers: saved and reloaded, it would lose them. Save the adapter "
-                "instead (PeftModel.save_pretrained), or merge adapters on the attentions only (adapter_type='attn')."
+                "instead (PeftModel.save_pretrained)"
+                + (
+                    ", or merge adapters on the attentions only (adapter_type='attn')."
+                    if undeclared == ["mlp_bias"]
+                    else "."
+                )
             )
             logger.warning(reason)
             refuse_saving(merged, reason)

@@ -13,7 +13,7 @@ layers. The table depends only on the parameters: outside training it is compute
 each adapter's up-projections mixed per modality, and reused by every forward (prefill and decoding steps alike)
 until a parameter changes.
 
-A vision-language model that does not compute `modality_ids` itself gets them from its image token (see
+A vision-language model that does not compute `modality_ids` itself gets them from its image (and video) tokens (see
 [`ImageTokenModality`]): read from `input_ids` above the decoder, and from the prompt once per `generate`.
 """
 
@@ -33,6 +33,8 @@ _ROUTER_ATTRIBUTE = "_mma_modality_router"
 _MODALITY_SOURCE_ATTRIBUTE = "_mma_image_token_modality"
 # Config attributes that hold the id of the token marking image positions in a prompt, newest name first.
 IMAGE_TOKEN_ATTRIBUTES = ("image_token_id", "image_token_index")
+# The same for video frames (Qwen2-VL and its successors, LLaVA-OneVision): a row with a video takes the image path.
+VIDEO_TOKEN_ATTRIBUTES = ("video_token_id", "video_token_index")
 
 
 class RouteOnFirstToken:
@@ -303,28 +305,36 @@ def find_router(model: nn.Module) -> ModalityRouter | None:
     return next((r for m in model.modules() if (r := getattr(m, _ROUTER_ATTRIBUTE, None)) is not None), None)
 
 
-def image_token_id(config) -> int | None:
-    """The id of the token that marks image positions in `config` (`image_token_id`, or the older
-    `image_token_index`), or `None` for a model without images."""
-    for name in IMAGE_TOKEN_ATTRIBUTES:
+def _token_id(config, attributes: tuple[str, ...]) -> int | None:
+    for name in attributes:
         value = getattr(config, name, None)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     return None
 
 
-def modality_ids_from_input_ids(input_ids: torch.LongTensor, token_id: int) -> torch.LongTensor:
-    """1 for each row of `input_ids` that holds the image token `token_id`, else 0 (text only): shape (batch,)."""
-    return (input_ids == token_id).any(dim=-1).long()
+def visual_token_ids(config) -> tuple[int, ...]:
+    """The ids of the tokens that mark image and video positions in `config`'s prompts (empty for a model without
+    either): a row holding any of them takes the image path."""
+    ids = (_token_id(config, IMAGE_TOKEN_ATTRIBUTES), _token_id(config, VIDEO_TOKEN_ATTRIBUTES))
+    return tuple(dict.fromkeys(i for i in ids if i is not None))
+
+
+def modality_ids_from_input_ids(input_ids: torch.LongTensor, token_ids: int | tuple[int, ...]) -> torch.LongTensor:
+    """1 for each row of `input_ids` that holds one of the image (or video) tokens `token_ids`, else 0 (text only):
+    shape (batch,)."""
+    token_ids = torch.tensor(token_ids, device=input_ids.device).reshape(-1)
+    return torch.isin(input_ids, token_ids).any(dim=-1).long()
 
 
 def _add_modality_ids(module: nn.Module, args: tuple, kwargs: dict):
-    """Forward pre-hook: an explicit `modality_ids` wins; otherwise read them from the image tokens of `input_ids`."""
+    """Forward pre-hook: an explicit `modality_ids` wins; otherwise read them from the image (and video) tokens of
+    `input_ids`."""
     input_ids = kwargs.get("input_ids", args[0] if args else None)
-    token_id = image_token_id(module.config)
-    if kwargs.get(MODALITY_IDS_KWARG) is not None or input_ids is None or token_id is None:
+    token_ids = visual_token_ids(module.config)
+    if kwargs.get(MODALITY_IDS_KWARG) is not None or input_ids is None or not token_ids:
         return None
-    kwargs[MODALITY_IDS_KWARG] = modality_ids_from_input_ids(input_ids, token_id)
+    kwargs[MODALITY_IDS_KWARG] = modality_ids_from_input_ids(input_ids, token_ids)
     return args, kwargs
 
 
@@ -333,9 +343,9 @@ def _expand_with_prompt_modality(
 ):
     # Runs once per `generate`, on the prompt, before the rows are repeated: generated tokens never change a row's
     # modality, and every beam or returned sequence inherits its prompt's.
-    token_id = image_token_id(self.config)
-    if kwargs.get(MODALITY_IDS_KWARG) is None and input_ids is not None and token_id is not None:
-        kwargs[MODALITY_IDS_KWARG] = modality_ids_from_input_ids(input_ids, token_id)
+    token_ids = visual_token_ids(self.config)
+    if kwargs.get(MODALITY_IDS_KWARG) is None and input_ids is not None and token_ids:
+        kwargs[MODALITY_IDS_KWARG] = modality_ids_from_input_ids(input_ids, token_ids)
     return type(self)._expand_inputs_for_generation(self, expand_size, is_encoder_decoder, input_ids, **kwargs)
 
 
@@ -365,20 +375,22 @@ UPSTREAM_GENERATION_SIGNATURES = {
 
 class ImageTokenModality:
     """
-    Gives a vision-language model's forward the `modality_ids` of its rows, read from its own image token.
+    Gives a vision-language model's forward the `modality_ids` of its rows, read from its own image token (and video
+    token, where the model has one: a video takes the image path).
 
-    - A forward pre-hook on `model` adds `modality_ids` (1 for a row holding the image token, else 0) when the call
-      has `input_ids` and no `modality_ids`. Transformers' VLMs hand unknown keyword arguments down to their language
-      model, where [`ModalityRouter`] takes them: the decoder itself only sees `inputs_embeds`.
+    - A forward pre-hook on `model` adds `modality_ids` (1 for a row holding an image or video token, else 0) when
+      the call has `input_ids` and no `modality_ids`. Transformers' VLMs hand unknown keyword arguments down to their
+      language model, where [`ModalityRouter`] takes them: the decoder itself only sees `inputs_embeds`.
     - `generate` reads each row's modality once, from the prompt, before beam search or `num_return_sequences`
       repeat the rows, and carries it as a model keyword argument to every step (decoding steps only feed new
       tokens, so they could not read it themselves). This is what LaVIN's own `_expand_inputs_for_generation` does;
       here it is set on the instance, and `generate` also accepts an explicit `modality_ids`.
 
-    The token id is read from `model.config` at every call, and nothing is kept between calls.
+    The token ids are read from `model.config` at every call, and nothing is kept between calls.
 
     Args:
-        model: The top-level model (e.g. `LlavaForConditionalGeneration`), whose config names its image token.
+        model: The top-level model (e.g. `LlavaForConditionalGeneration`), whose config names its image (and video)
+            token.
     """
 
     def __init__(self, model: nn.Module):
