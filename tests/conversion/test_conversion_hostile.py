@@ -51,7 +51,7 @@ def test_cli_limit_option(tmp_path, inputs, capsys):
     )  # fmt: skip
     assert code == 1
     err = capsys.readouterr().err
-    assert "over the limit of 1,000" in err and "--max-checkpoint-bytes" in err
+    assert "over the limit of 1,000" in err and "--max_checkpoint_bytes" in err
     assert not (tmp_path / "b").exists()
 
 

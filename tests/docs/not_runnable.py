@@ -23,7 +23,7 @@ BLOCKS = {
     "serves, then stops it); tests/serving/test_lavin_serve.py sends this request to a served LaVIN, merged LaVIN "
     "and adapter",
     ("docs/training.md", "lavin-demo --output_dir"): "trains for about 2 minutes on 2 CPU cores; "
-    "tests/training/test_demo.py runs the same program at its --quick size",
+    "tests/training/test_demo.py runs the same program at the same size",
     (
         "docs/training.md",
         "peft_config=transformers_lavin.MMAConfig()",

@@ -1,4 +1,5 @@
-"""The README's demo command in its reduced (`--quick`) size."""
+"""The README's demo command as the README runs it (the `--quick` size stops too early to show the result since CLIP's
+weights got CLIP's own initialisation: 48.8% at seed 0, 11 points above chance)."""
 
 import json
 
@@ -7,13 +8,13 @@ import pytest
 from transformers_lavin.scripts.demo import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MARGIN = 0.2  # measured: 27.8 points above chance at the quick size
+MARGIN = 0.2  # measured: 37.2 points above chance at seed 0
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("demo")
-    main(["--quick", "--output_dir", str(output_dir)])
+    main(["--output_dir", str(output_dir)])
     return output_dir, json.loads((output_dir / "results.json").read_text())
 
 
