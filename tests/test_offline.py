@@ -23,7 +23,7 @@ from transformers_lavin.offline import DOWNLOAD_COUNTS_SWITCH, HUB_KERNELS_SWITC
 from transformers_lavin.testing_utils import build_tiny_lavin
 
 # Every connection and name lookup raises (as offline) and is recorded, whatever the host: loopback included.
-IMPORT_WITH_SOCKETS_REFUSED = """
+SOCKETS_REFUSED = """
 import json, socket, sys
 attempts = []
 def refuse(*args, **kwargs):
@@ -31,6 +31,11 @@ def refuse(*args, **kwargs):
     raise OSError("socket use refused by the test")
 socket.socket.connect = socket.socket.connect_ex = refuse
 socket.getaddrinfo = lambda *args, **kwargs: refuse(None, *args)
+"""
+
+IMPORT_WITH_SOCKETS_REFUSED = (
+    SOCKETS_REFUSED
+    + """
 for name in sys.argv[1:]:
     __import__(name)
 # A report as TRL's trainers send one; it goes out on a thread: wait for it.
@@ -41,6 +46,7 @@ from transformers_lavin.offline import hub_kernels_requested
 print(json.dumps({"attempts": attempts, "requested": hub_kernels_requested(),
                   "switch": __import__("os").environ.get("USE_HUB_KERNELS")}))
 """
+)
 
 
 def _import_with_sockets_refused(modules: list[str], **env: str) -> dict:
@@ -103,18 +109,14 @@ def test_bitsandbytes_was_imported_without_a_hub_kernel():
     assert sys.modules.get("kernels", "absent") is not None  # `kernels` was hidden only for that import
 
 
-LOAD_LOCAL_JSONL_WITH_SOCKETS_REFUSED = """
-import json, socket, sys
-attempts = []
-def refuse(*args, **kwargs):
-    attempts.append(repr(args[1:2] or args[:1]))
-    raise OSError("socket use refused by the test")
-socket.socket.connect = socket.socket.connect_ex = refuse
-socket.getaddrinfo = lambda *args, **kwargs: refuse(None, *args)
+LOAD_LOCAL_JSONL_WITH_SOCKETS_REFUSED = (
+    SOCKETS_REFUSED
+    + """
 import transformers_lavin, datasets
 rows = datasets.load_dataset("json", data_files=sys.argv[1], split="train", cache_dir=sys.argv[2])
 print(json.dumps({"attempts": attempts, "rows": len(rows)}))
 """
+)
 
 
 @pytest.mark.parametrize("allowed", [False, True], ids=["default", "user-allowed"])
