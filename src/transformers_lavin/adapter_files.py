@@ -9,6 +9,7 @@ weights' shapes are in the safetensors header: they are compared with the config
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,30 @@ def _mismatch(field: str, asked: int, found: int, tensor: str, path: Path) -> Va
     )
 
 
+def _positive_int(config: dict[str, Any], field: str, default: int, path: Path) -> int:
+    value = config.get(field, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{path / CONFIG_NAME}: {field} must be a positive integer, got {value!r}.")
+    return value
+
+
+def _lora_rank_for(module: str, rank_pattern: dict[str, Any], r: int, path: Path) -> tuple[str, int]:
+    """The config field that sets `module`'s rank (PEFT's `rank_pattern` match, else `r`) and its value."""
+    from peft.utils.other import get_pattern_key
+
+    try:
+        key = get_pattern_key(list(rank_pattern), module)
+    except re.error as error:
+        raise ValueError(f"{path / CONFIG_NAME}: a rank_pattern key is not a valid pattern ({error}).") from error
+    if key not in rank_pattern:
+        return "r", r
+    field = f"rank_pattern[{key!r}]"
+    value = rank_pattern[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{path / CONFIG_NAME}: {field} must be a positive integer, got {value!r}.")
+    return field, value
+
+
 def check_adapter_sizes(config: dict[str, Any], shapes: dict[str, tuple[int, ...]], directory: str | Path) -> None:
     """
     Refuses a config whose layer sizes differ from the weights' (MMA's `adapter_hidden_size` and `groups`, LoRA's
@@ -76,28 +101,25 @@ def check_adapter_sizes(config: dict[str, Any], shapes: dict[str, tuple[int, ...
             "tensors: the config belongs to another adapter. Save the adapter again."
         )
     if peft_type == "MMA":
-        hidden, groups = config.get("adapter_hidden_size", 8), config.get("groups", 2)
+        hidden = _positive_int(config, "adapter_hidden_size", 8, directory)
+        groups = _positive_int(config, "groups", 2, directory)
         for name, shape in shapes.items():
             if name.endswith("mma_down.weight") and shape[0] != hidden:
                 raise _mismatch("adapter_hidden_size", hidden, shape[0], name, directory)
-            if ".mma_up_" in name and name.endswith(".weight") and isinstance(groups, int) and groups > 0:
-                if isinstance(hidden, int) and len(shape) == 2 and shape[1] * groups != hidden:
-                    raise _mismatch("adapter_hidden_size / groups", hidden // groups, shape[1], name, directory)
+            if ".mma_up_" in name and name.endswith(".weight") and len(shape) == 2 and shape[1] * groups != hidden:
+                raise _mismatch("adapter_hidden_size / groups", hidden // groups, shape[1], name, directory)
     elif peft_type == "LORA":
-        ranks = [shape[0] for name, shape in shapes.items() if ".lora_A" in name and name.endswith(".weight")]
-        if not ranks:
-            return
+        r = _positive_int(config, "r", 8, directory)
         rank_pattern = config.get("rank_pattern") or {}
-        asked = [("r", config.get("r", 8))] + [
-            (f"rank_pattern[{key!r}]", value) for key, value in rank_pattern.items()
-        ]
-        # Without a rank pattern every layer has rank r; with one, no layer may ask for more than the largest weight.
-        for field, value in asked:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{directory / CONFIG_NAME}: {field} must be a positive integer, got {value!r}.")
-            if (not rank_pattern and any(rank != value for rank in ranks)) or value > max(ranks):
-                found = next(rank for rank in ranks if rank != value)
-                raise _mismatch(field, value, found, "a lora_A weight", directory)
+        if not isinstance(rank_pattern, dict):
+            raise ValueError(f"{directory / CONFIG_NAME}: rank_pattern must be an object (module pattern -> rank).")
+        # Each layer gets the rank PEFT will give it (its rank_pattern entry, else r): that of its lora_A weight.
+        for name, shape in shapes.items():
+            if ".lora_A" in name and name.endswith(".weight"):
+                module = name.split(".lora_A")[0].removeprefix("base_model.model.")
+                field, rank = _lora_rank_for(module, rank_pattern, r, directory)
+                if shape[0] != rank:
+                    raise _mismatch(field, rank, shape[0], name, directory)
 
 
 def check_adapter_directory(directory: str | Path) -> dict[str, Any]:

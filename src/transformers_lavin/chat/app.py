@@ -24,6 +24,7 @@ from ..cli_errors import UserInputError, add_debug_argument, user_errors
 from ..cli_flags import UnderscoreArgumentParser
 from .generation import ChatInputError, chat_stream, load_image
 from .loading import DEMO_MODEL_NAME, ModelLoadError, load_chat_model
+from .memory import release_freed_memory
 from .routing import plot_routing, routing_for_turn
 
 # Gradio reads this when it is imported and again before each analytics call; it must never phone home. Gradio itself
@@ -41,6 +42,11 @@ WARNING = "⚠️ "
 MAX_NEW_TOKENS_LIMIT = 1024
 # Gradio refuses bigger uploads before they reach the app; a photo is a few MB.
 DEFAULT_MAX_FILE_SIZE = "20mb"
+# What one browser session may keep on the server: its last exchanges (older ones fall out of the prompt too), for an
+# hour after its last turn; uploads are deleted from Gradio's cache an hour after they arrive.
+MAX_SESSION_TURNS = 20
+SESSION_TIME_TO_LIVE_S = 3600
+UPLOAD_CACHE_DELETION = (600, 3600)  # (check every N s, delete files older than N s), Gradio's `delete_cache`
 
 
 @dataclass
@@ -60,6 +66,12 @@ class ChatSession:
     display: list[dict[str, Any]] = field(default_factory=list)
     image: Image.Image | None = None
     image_path: str | None = None
+
+    def forget_old_turns(self, max_turns: int | None = None) -> None:
+        """Keep the last `max_turns` exchanges (default `MAX_SESSION_TURNS`), in what the model sees and the page."""
+        max_turns = MAX_SESSION_TURNS if max_turns is None else max_turns
+        self.history = self.history[-2 * max_turns :]
+        self.display = self.display[-2 * max_turns :]
 
 
 def build_demo(
@@ -97,10 +109,10 @@ def build_demo(
     if model is None and load_error is None:
         raise ValueError("Pass either a model or the load_error that explains why there is none.")
 
-    with gr.Blocks(title="LaVIN chat", analytics_enabled=False) as demo:
+    with gr.Blocks(title="LaVIN chat", analytics_enabled=False, delete_cache=UPLOAD_CACHE_DELETION) as demo:
         gr.Markdown(f"## LaVIN chat\n{_describe_model(model_name, adapter, model is not None)}")
         status = gr.Markdown(f"{WARNING}{load_error}" if load_error else "", elem_id="lavin-status")
-        session = gr.State(ChatSession())
+        session = gr.State(ChatSession(), time_to_live=SESSION_TIME_TO_LIVE_S)
         with gr.Row():
             with gr.Column(scale=3):
                 # Only local buttons: the "share" button would post the conversation to the Hub.
@@ -152,6 +164,8 @@ def build_demo(
                     # Drop the bad file but keep the typed text, so the user only has to attach a real image.
                     yield {textbox: {"text": text, "files": []}, status: f"{WARNING}{error}"}
                     return
+                finally:
+                    release_freed_memory()  # the full-size decode is freed: give it back (see memory.py)
             if not text and new_image is None:
                 yield {status: f"{WARNING}Please type a message: LaVIN needs a question or instruction to answer."}
                 return
@@ -206,6 +220,7 @@ def build_demo(
 
             chat.history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
             chat.display = [*shown, {"role": "assistant", "content": answer or "*(the model produced no text)*"}]
+            chat.forget_old_turns()
             yield {
                 session: chat,
                 chatbot: chat.display,

@@ -38,6 +38,12 @@ def export_to_reference(
         The reference `eval.py` flags that describe the adapter (`--adapter_type ... --temperature ...`).
     """
     config, state = _read_adapter(adapter, adapter_name)
+    not_float = sorted(name for name, tensor in state.items() if not tensor.is_floating_point())
+    if not_float:  # the export casts to fp32, which would turn damaged integer weights into a valid-looking file
+        raise LavinConversionError(
+            f"The adapter holds {len(not_float)} tensor(s) that are not floating point (e.g. {not_float[0]}: "
+            f"{str(state[not_float[0]].dtype).removeprefix('torch.')}): its weights are damaged; save the adapter again."
+        )
     if config.vision_adapter_type == "normal":
         raise LavinConversionError(
             "MMA's 'normal' CLIP adapter computes x + s*B(A(x)); the reference's plain RepAdapter feeds B(A(x)) "
@@ -50,6 +56,11 @@ def export_to_reference(
     tensors = peft_to_reference(state)
     parse_reference_adapter(tensors)  # the same checks an import runs: complete and consistent
     output_path = Path(output_path)
+    if output_path.is_dir():  # --overwrite replaces a file, never a folder
+        raise LavinConversionError(
+            f"--output {str(output_path)!r} is a directory; give the path of the .pth file to write, e.g. "
+            f"{str(output_path / 'adapter.pth')!r}."
+        )
     check_target(output_path, overwrite)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{output_path.name}.partial-", dir=output_path.parent)

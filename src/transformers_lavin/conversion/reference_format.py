@@ -273,6 +273,19 @@ def parse_reference_adapter(tensors: dict[str, torch.Tensor], training_args: dic
             f"This is not a LaVIN adapter checkpoint: none of its {len(tensors)} keys is a LaVIN adapter key "
             f"(such as 'layers.0.adapter_attn.conv_A.weight'); found e.g. {sorted(tensors)[:3]}."
         )
+    # Adapter weights are floating point; integer or boolean tensors would be cast silently (or fail deep in a copy).
+    not_float = sorted(
+        key for key, value in tensors.items() if not (isinstance(value, torch.Tensor) and value.is_floating_point())
+    )
+    if not_float and not unknown:
+        dtypes = sorted(
+            {str(getattr(tensors[key], "dtype", "")).removeprefix("torch.") or "non-tensor" for key in not_float}
+        )
+        raise LavinConversionError(
+            f"The LaVIN adapter checkpoint holds {len(not_float)} tensor(s) of type {', '.join(dtypes)} where "
+            f"floating-point weights belong, e.g. {_preview(not_float)}: it is damaged or not a LaVIN adapter; "
+            "use the checkpoint the training wrote."
+        )
     if unknown:
         raise LavinConversionError(
             f"Unknown keys in the LaVIN adapter checkpoint ({len(unknown)}): {_preview(unknown)}. Expected only "

@@ -23,6 +23,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from ..conversion.staging import replace
+
 TRAINABLE_ONLY = StateDictOptions(ignore_frozen_params=True)
 RNG_STATE_NAME = "rng_state_{rank}.pt"
 LOOP_STATE_NAME = "loop_state.pt"
@@ -91,7 +93,7 @@ def save_sharded_checkpoint(
         torch.save(loop_state, staged / LOOP_STATE_NAME)
     _barrier()
     if _rank() == 0:
-        os.replace(staged, directory)
+        replace(staged, directory)  # also over a checkpoint a crash left incomplete under this name
     _barrier()
 
 

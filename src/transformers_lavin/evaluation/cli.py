@@ -21,7 +21,7 @@ from ..adapter_files import check_adapter_directory
 from ..cli_errors import EXIT_USER_ERROR, UserInputError, add_debug_argument, user_errors
 from ..cli_flags import UnderscoreArgumentParser
 from .judge import HTTPJudge, load_hf_judge
-from .models import adapter_base, load_model, resolve_device
+from .models import adapter_base, check_merge_mode, load_model, resolve_device
 from .output_lock import output_folder_lock
 from .report import markdown_table
 from .runner import CONFIG_FILE, _check_settings, run_evaluation
@@ -172,7 +172,8 @@ def _model_targets(args: argparse.Namespace) -> dict[str, tuple[str | None, str 
                 f"--model names the run {model_name!r} and --adapter names it {adapter_name!r}; give the name once."
             )
         if Path(directory).is_dir():
-            check_adapter_directory(directory)  # before any data or model loads
+            # before any data or model loads
+            check_merge_mode(check_adapter_directory(directory).get("peft_type"), args.merge_adapter, directory)
         if base is None and adapter_base(directory) is None:
             raise ValueError(f"The adapter at {directory} names no base model; give it with --model.")
         return {adapter_name or model_name or Path(directory).name: (base, directory)}

@@ -242,7 +242,7 @@ def load_hf_model(
     device = resolve_device(device)
     if adapter is not None:
         if Path(adapter).is_dir():  # before the base model loads: PEFT builds layers from the config first
-            check_adapter_directory(adapter)
+            check_merge_mode(check_adapter_directory(adapter).get("peft_type"), merge_adapter, adapter)
         name_or_path = name_or_path or adapter_base(adapter)
         if not name_or_path:
             raise ValueError(f"The adapter at {adapter} names no base model; give it with --model.")
@@ -255,7 +255,16 @@ def load_hf_model(
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter))
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter))
+        except RuntimeError as error:
+            if "size mismatch" not in str(error):
+                raise
+            raise ValueError(
+                f"The adapter at {adapter} was made for another base model: its weights do not fit {name_or_path} "
+                f"({_first_size_mismatch(error)}). Give the base it was trained on with --model."
+            ) from error
+        check_merge_mode(model.peft_config[model.active_adapter].peft_type, merge_adapter, adapter)
         if merge_adapter is not None:
             kwargs = {} if merge_adapter == "yes" else {"modality": merge_adapter}
             model = model.merge_and_unload(**kwargs)
@@ -266,6 +275,24 @@ def load_hf_model(
             processor_source = str(adapter)
     processor = AutoProcessor.from_pretrained(processor_source, trust_remote_code=trust_remote_code)
     return HFModelAdapter(model.to(device), processor)
+
+
+def check_merge_mode(peft_type: Any, merge_adapter: str | None, adapter: str | Path) -> None:
+    """A modality merge (`image`, `text`) is MMA's; every other adapter merges plainly (`yes`)."""
+    peft_type = str(getattr(peft_type, "value", peft_type))
+    if merge_adapter in ("image", "text") and peft_type != "MMA":
+        raise ValueError(
+            f"--merge_adapter {merge_adapter} merges an MMA adapter for one modality; the adapter at {adapter} is "
+            f"{peft_type}: use --merge_adapter yes."
+        )
+
+
+def _first_size_mismatch(error: RuntimeError) -> str:
+    """The first 'size mismatch for <name>: ...' line of a `load_state_dict` error, shortened."""
+    for line in str(error).splitlines():
+        if "size mismatch for" in line:
+            return " ".join(line.split()).removesuffix(".")
+    return "the tensor shapes differ"
 
 
 def load_callable(spec: str) -> CallableAdapter:

@@ -30,13 +30,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from peft import get_peft_model
 from transformers import get_scheduler
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import TrlParser
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-from ..cli_errors import user_errors
+from ..cli_errors import UserInputError, user_errors
 from ..data import load_scienceqa
 from ..distributed import load_sharded_checkpoint, save_adapter, save_sharded_checkpoint, shard_lavin
+from ..distributed.checkpoint import LOOP_STATE_NAME
 from .sft import (
     BASE_MODEL_DIR,
     LavinModelArguments,
@@ -44,11 +46,13 @@ from .sft import (
     MMAArguments,
     load_model_and_processor,
     reloadable_name,
+    save_aside,
     write_synthetic_set,
 )
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
+DCP_METADATA_NAME = ".metadata"  # written by torch.distributed.checkpoint once every shard is saved
 
 
 @dataclass
@@ -139,11 +143,60 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor, world_size: int) -> t
     return total * world_size / counts[0].float(), counts[1] / counts[0]
 
 
+def is_complete_checkpoint(directory: Path) -> bool:
+    """Whether `directory` holds what [`save_sharded_checkpoint`] writes last: DCP's metadata and the loop state."""
+    return (directory / DCP_METADATA_NAME).is_file() and (directory / LOOP_STATE_NAME).is_file()
+
+
 def newest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete `checkpoint-<step>` of `output_dir` (one cut short by a crash is passed over)."""
     found = [
-        p for p in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir() and p.name.split("-")[-1].isdigit()
+        p
+        for p in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+        if p.is_dir() and p.name.split("-")[-1].isdigit() and is_complete_checkpoint(p)
     ]
     return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def resolve_resume_checkpoint(resume: str | None, output_dir: Path) -> Path | None:
+    """
+    The checkpoint `--resume_from_checkpoint` names ('true'/'last': the newest complete one in `output_dir`), checked
+    before anything is built or written.
+    """
+    if not resume:
+        return None
+    if resume.lower() in ("true", "last"):
+        checkpoint = newest_checkpoint(output_dir)
+        if checkpoint is None:
+            raise UserInputError(
+                f"--resume_from_checkpoint {resume}: no complete {PREFIX_CHECKPOINT_DIR}-* in {output_dir}; start "
+                "without --resume_from_checkpoint."
+            )
+        return checkpoint
+    checkpoint = Path(resume)
+    if not checkpoint.is_dir():
+        raise UserInputError(f"--resume_from_checkpoint {resume}: no such directory.")
+    if not is_complete_checkpoint(checkpoint):
+        if (checkpoint / TRAINER_STATE_NAME).is_file():
+            raise UserInputError(
+                f"--resume_from_checkpoint {resume} is a lavin-train (Trainer) checkpoint; train_fsdp resumes only "
+                "its own sharded checkpoints. Resume it with lavin-train --resume_from_checkpoint, or start anew."
+            )
+        raise UserInputError(
+            f"--resume_from_checkpoint {resume} is not a complete train_fsdp checkpoint (no {DCP_METADATA_NAME} and "
+            f"{LOOP_STATE_NAME}: a save cut short, or another kind of folder); give an earlier checkpoint or 'true'."
+        )
+    return checkpoint
+
+
+def check_data_options(script_args: LavinScriptArguments) -> None:
+    """This loop trains on ScienceQA (`--dataset_dir` or `--synthetic`); a Hub or file data set would be ignored."""
+    for name in ("dataset_name", "dataset_config"):
+        if getattr(script_args, name, None):
+            raise UserInputError(
+                f"--{name} is not supported by train_fsdp, which trains on ScienceQA (--dataset_dir or --synthetic); "
+                "train on other data with lavin-train (accelerate's FSDP on GPUs)."
+            )
 
 
 def _load_train_dataset(script_args: LavinScriptArguments, args: FSDPTrainingArguments, rank: int) -> datasets.Dataset:
@@ -174,14 +227,20 @@ def run(
     Returns:
         The trained (sharded when distributed) `PeftModel`.
     """
-    rank, world_size, device = init_distributed()
     output_dir = Path(args.output_dir)
+    check_data_options(script_args)
+    checkpoint = resolve_resume_checkpoint(args.resume_from_checkpoint, output_dir)
+    rank, world_size, device = init_distributed()
     train = _load_train_dataset(script_args, args, rank)
     model, processor = load_model_and_processor(model_args, seed=args.seed, trust_remote_code=args.trust_remote_code)
     if model_args.model_name_or_path is None:
-        if rank == 0:  # the base exists nowhere else: save it so the adapter can be reloaded
-            model.save_pretrained(output_dir / BASE_MODEL_DIR)
-            processor.save_pretrained(output_dir / BASE_MODEL_DIR)
+        if rank == 0:  # the base exists nowhere else: save it (aside, then renamed) so the adapter can be reloaded
+
+            def save_base(directory: str) -> None:
+                model.save_pretrained(directory)
+                processor.save_pretrained(directory)
+
+            save_aside(output_dir / BASE_MODEL_DIR, save_base, replace_directory=True)
         base_model = str((output_dir / BASE_MODEL_DIR).resolve())
     else:
         base_model = reloadable_name(model_args.model_name_or_path)
@@ -199,11 +258,7 @@ def run(
 
     start = 0
     torch.manual_seed(args.seed + rank)  # dropout masks: one stream per rank
-    resume = args.resume_from_checkpoint
-    if resume:
-        checkpoint = newest_checkpoint(output_dir) if resume.lower() in ("true", "last") else Path(resume)
-        if checkpoint is None:
-            raise ValueError(f"--resume_from_checkpoint {resume}: no {PREFIX_CHECKPOINT_DIR}-* in {output_dir}.")
+    if checkpoint is not None:
         loop_state = load_sharded_checkpoint(checkpoint, model, optimizer)
         scheduler.load_state_dict(loop_state["scheduler"])
         start = loop_state["step"]
