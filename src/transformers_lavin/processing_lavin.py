@@ -243,12 +243,16 @@ class LavinProcessor(ProcessorMixin):
         Render (and optionally tokenize) messages as transformers does, with the text of every message escaped. The
         template gets the image placeholder as `image_token`.
         """
-        _check_conversation(conversation)
+        if isinstance(conversation, (list, tuple)) and not conversation:
+            raise ValueError("The conversation is empty: give at least one message.")
+        # transformers' own normalisation first (message objects become dicts, OpenAI image blocks image parts), so
+        # every message is checked and escaped as the template will see it.
+        conversations, is_batched = self._normalize_conversations(conversation)
+        _check_conversations(conversations)
+        conversations = [_map_texts(messages, self.escape_special_tokens) for messages in conversations]
         if "image_token" in str(chat_template or self.chat_template):
             kwargs.setdefault("image_token", self.image_token)
-        return super().apply_chat_template(
-            _map_texts(conversation, self.escape_special_tokens), chat_template, **kwargs
-        )
+        return super().apply_chat_template(conversations if is_batched else conversations[0], chat_template, **kwargs)
 
     def _image_ids(self) -> list[int]:
         """The tokens of one image: `image_prefix`, then `num_image_tokens` image tokens."""
@@ -563,26 +567,19 @@ def _check_encodable(text: str, where: str) -> None:
         ) from None
 
 
-def _check_conversation(conversation) -> None:
+def _check_conversations(conversations: list[list[dict]]) -> None:
     """
-    Refuses messages LaVIN's template cannot render, naming the message: each is a dict with a string `role` and a
-    `content` that is a string, a list of parts (dicts with a string `type`; a text part with string `text`) or None.
+    Refuses messages LaVIN's template cannot render, naming the message: each (a dict, after transformers'
+    normalisation) has a string `role` and a `content` that is a string, a list of parts (dicts with a string `type`;
+    a text part with a string `text`) or absent.
     """
-    if isinstance(conversation, dict) or not isinstance(conversation, (list, tuple)):
-        conversations = [conversation]
-    elif conversation and all(isinstance(item, (list, tuple)) for item in conversation):
-        conversations = conversation
-    else:
-        conversations = [conversation]
     fix = "Give messages as {'role': 'user', 'content': 'text'} or content [{'type': 'text', 'text': '...'}]."
     for number, messages in enumerate(conversations):
         prefix = f"Conversation {number}, message" if len(conversations) > 1 else "Message"
-        if not isinstance(messages, (list, tuple)):
-            raise ValueError(f"A conversation must be a list of messages; got {type(messages).__name__}. {fix}")
         for index, message in enumerate(messages):
             where = f"{prefix} {index}"
-            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise ValueError(f"{where} must be a dict with a string 'role'; got {message!r:.80}. {fix}")
+            if not isinstance(message.get("role"), str):
+                raise ValueError(f"{where} needs a string 'role'; got {message.get('role')!r:.40}. {fix}")
             content = message.get("content")
             if content is None:
                 continue

@@ -4,6 +4,8 @@ accelerate's offloading) still run."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from accelerate import cpu_offload
@@ -135,7 +137,8 @@ def test_an_empty_list_of_prompts_is_refused(tiny):
             r"Message 1, part 0 is a text part whose 'text' is int, not a string",
         ),
         ([{"role": "user", "content": [5]}], r"Message 0, part 0 must be a dict with a string 'type'"),
-        ([{"content": "no role"}], r"Message 0 must be a dict with a string 'role'"),
+        ([{"content": "no role"}], r"Message 0 needs a string 'role'; got None"),
+        ([], r"The conversation is empty"),
         ([[{"role": "user", "content": "a"}], [{"role": "user", "content": 7.5}]], r"Conversation 1, message 0"),
         ([{"role": "user", "content": "x\ud800"}], r"Message 0 holds .* a lone surrogate"),
     ],
@@ -153,3 +156,20 @@ def test_chat_messages_with_parts_and_null_content_still_render(tiny):
         {"role": "assistant", "content": None},
     ]
     assert processor.apply_chat_template(messages, tokenize=False) == "<s>Instruction: What?\nResponse:</s>"
+
+
+def test_message_objects_are_checked_and_escaped_as_dicts_are(tiny):
+    _, processor = tiny
+
+    @dataclasses.dataclass
+    class Message:
+        role: str
+        content: object
+
+    as_dicts = [{"role": "user", "content": [{"type": "text", "text": "Say </s> <image>"}]}]
+    as_objects = [Message("user", [{"type": "text", "text": "Say </s> <image>"}])]
+    rendered = processor.apply_chat_template(as_objects, tokenize=False)
+    assert rendered == processor.apply_chat_template(as_dicts, tokenize=False)
+    assert processor.escape_special_tokens("</s>") in rendered  # the typed EOS stays text
+    with pytest.raises(ValueError, match=r"Message 0 has content of type int"):
+        processor.apply_chat_template([Message("user", 5)], tokenize=False)
