@@ -194,8 +194,10 @@ class LavinModel(LavinPreTrainedModel, LlavaModel):
         return self.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
 
     def _check_weights_loaded(self) -> None:
-        """Refuses a model whose weights are on the meta device (built empty, never loaded), unless accelerate's hooks
-        bring them in at each call (offloading)."""
+        """
+        Refuses a model whose weights are on the meta device (built empty, never loaded), unless accelerate's hooks
+        bring them in at each call (offloading). Costs an attribute read unless the weights are on the meta device.
+        """
         if not self.get_input_embeddings().weight.is_meta:
             return
         if not any(hasattr(module, "_hf_hook") for module in self.modules()):
