@@ -400,6 +400,8 @@ class LavinForConditionalGeneration(LavinPreTrainedModel, LlavaForConditionalGen
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
+            if not torch.compiler.is_compiling():
+                self._check_labels(labels)
             if input_ids is not None:  # visual tokens are inputs, never targets
                 labels = labels.masked_fill(self.model.get_placeholder_mask(input_ids, None), -100)
             loss = self.loss_function(
@@ -413,6 +415,19 @@ class LavinForConditionalGeneration(LavinPreTrainedModel, LlavaForConditionalGen
             attentions=outputs.attentions,
             image_outputs=outputs.image_outputs,
         )
+
+    def _check_labels(self, labels: torch.LongTensor) -> None:
+        # As for input_ids: the loss would index the logits with them (a device-side assert on CUDA).
+        vocab_size = self.config.text_config.vocab_size
+        outside = ((labels < 0) & (labels != -100)) | (labels >= vocab_size)
+        if not self.model._image_token_in_vocabulary():
+            outside &= labels != self.config.image_token_id  # masked to -100 below
+        if bool(outside.any()):
+            examples = labels[outside].unique()[:5].tolist()
+            raise ValueError(
+                f"labels hold ids outside the model's vocabulary (0 to {vocab_size - 1}, or -100 to ignore a "
+                f"position), e.g. {examples}. Make labels from input_ids made by this model's processor."
+            )
 
     def resize_token_embeddings(
         self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True

@@ -77,6 +77,17 @@ def test_ids_outside_the_vocabulary_are_refused_in_forward_and_generate(tiny, mi
         model(**inputs, labels=inputs["input_ids"])
 
 
+@pytest.mark.parametrize("bad_label", [-1, -99, 261, 5000])
+def test_labels_outside_the_vocabulary_are_refused(tiny, mixed_batch, bad_label):
+    model, _ = tiny
+    labels = mixed_batch["input_ids"].clone()
+    labels[0, :3] = -100  # ignored positions and the image token (masked by the model) are fine
+    assert model(**mixed_batch, labels=labels).loss.isfinite()
+    labels[1, -1] = bad_label
+    with pytest.raises(ValueError, match=rf"labels hold ids outside the model's vocabulary .*e.g. \[{bad_label}\]"):
+        model(**mixed_batch, labels=labels)
+
+
 def test_a_model_on_the_meta_device_is_refused():
     model, processor = build_tiny_lavin(seed=0)
     inputs = processor(text=["Hello"], return_tensors="pt")
