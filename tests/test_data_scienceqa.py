@@ -368,3 +368,72 @@ def test_deeply_nested_json_is_a_clear_error(tmp_path):
     (tmp_path / "problems.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ValueError, match="nested too deeply"):
         load_scienceqa(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("question", None, r"problem '12' has 'question' None; expected a string"),
+        ("subject", None, r"problem '12' has 'subject' None; expected a string"),
+        ("grade", 9, r"problem '12' has 'grade' 9; expected a string"),
+        ("hint", ["a"], r"problem '12' has 'hint' \['a'\]; expected a string or null"),
+        ("lecture", {"x": 1}, r"problem '12' has 'lecture' \{'x': 1\}; expected a string or null"),
+        ("choices", ["a dog", 2, "a fish"], r"problem '12' has 'choices' entry 1 2; every choice must be a string"),
+        ("choices", ["a", None, "b"], r"problem '12' has 'choices' entry 1 None"),
+        ("choices", "abc", r"problem '12' has 'choices' 'abc'; expected a list of 1 to 5 strings"),
+        ("choices", [], r"problem '12' has 'choices' \[\]; expected a list"),
+        ("answer", -1, r"problem '12': .*integer index into the 3 choices; got -1"),
+        ("answer", 3, r"problem '12': .*integer index into the 3 choices; got 3"),
+        ("answer", "2", r"problem '12': .*integer index into the 3 choices; got '2'"),
+        ("image", 5, r"problem '12' has 'image' 5; expected a file or folder name, or null"),
+        ("split", ["train"], r"problem '12' has 'split' \['train'\]; expected a file or folder name, or null"),
+    ],
+)
+def test_a_malformed_problem_names_the_problem_and_field(tmp_path, field, value, message):
+    broken = {**FIXTURE_PROBLEMS, "12": {**FIXTURE_PROBLEMS["12"], field: value}}
+    with pytest.raises(ValueError, match=r"problems.json: " + message):
+        load_scienceqa(_write_fixture(tmp_path, broken), "train")
+
+
+def test_null_hint_lecture_and_solution_are_empty(tmp_path):
+    problems = {**FIXTURE_PROBLEMS, "13": {**FIXTURE_PROBLEMS["13"], "hint": None, "lecture": None, "solution": None}}
+    row = load_scienceqa(_write_fixture(tmp_path, problems), "train", prompt_format="QCM-ALE")[2]
+    assert row["id"] == "13" and row["context_categories"] == ["NO"]
+    assert row["completion"][0]["content"][0]["text"] == "The answer is B. BECAUSE:"
+
+
+def test_an_id_listed_twice_in_a_split_is_refused(tmp_path):
+    root = _write_fixture(tmp_path, splits={"train": ["10", "12", "10"]})
+    with pytest.raises(ValueError, match=r"split 'train' lists the id '10' twice \(entries 0 and 2\)"):
+        load_scienceqa(root, "train")
+    # An id may be in two splits (the official trainval holds train and val).
+    root = _write_fixture(tmp_path, splits={"train": ["10"], "trainval": ["10", "11"]})
+    assert load_scienceqa(root, "trainval")["id"] == ["10", "11"]
+
+
+def test_a_non_string_caption_is_refused(tmp_path):
+    root = _write_fixture(tmp_path)
+    (root / "captions.json").write_text(json.dumps({"captions": {"10": ["a red square"]}}))
+    with pytest.raises(ValueError, match=r"captions.json: the caption of problem '10' is \['a red square'\]"):
+        load_scienceqa(root, "train", use_caption=True)
+
+
+def test_json_files_over_the_bound_are_refused_before_parsing(tmp_path, monkeypatch):
+    import transformers_lavin.data.scienceqa as scienceqa
+
+    root = _write_fixture(tmp_path)
+    size = (root / "problems.json").stat().st_size
+    assert scienceqa.MAX_JSON_BYTES == 512 * 2**20  # the documented default
+    with pytest.raises(ValueError, match=rf"problems file .*problems.json is larger than {size - 1:,} bytes"):
+        load_scienceqa(root, "train", max_json_bytes=size - 1)
+    assert len(load_scienceqa(root, "train", max_json_bytes=size)) == 3  # a file of exactly the bound is read
+    # The module attribute is the default; the argument overrides it.
+    monkeypatch.setattr(scienceqa, "MAX_JSON_BYTES", size - 1)
+    with pytest.raises(ValueError, match=r"problems.json is larger than .*max_json_bytes=N"):
+        load_scienceqa(root, "train")
+    assert len(load_scienceqa(root, "train", max_json_bytes=10 * size)) == 3
+    # The split and captions files have the same bound.
+    splits = root / "pid_splits.json"
+    splits.write_text(splits.read_text() + " " * size)
+    with pytest.raises(ValueError, match=r"split file .*pid_splits.json is larger than"):
+        load_scienceqa(root, "train", max_json_bytes=size)

@@ -116,10 +116,24 @@ class LavinModel(LavinPreTrainedModel, LlavaModel):
             `config.vision_feature_layers`, projected to the LLM width. `hidden_states` (all of the vision tower's) are
             returned when `output_hidden_states=True` is passed or set in `config.output_hidden_states`.
         """
+        self._check_weights_loaded()
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             raise ValueError(
                 f"pixel_values must have shape (num_images, 3, height, width); got {tuple(pixel_values.shape)}. "
                 "Prepare images with LavinProcessor."
+            )
+        if not pixel_values.is_floating_point():
+            raise ValueError(
+                f"pixel_values must be normalised floating-point images; got dtype {pixel_values.dtype} (raw pixels "
+                "would be read as values up to 255). Use LavinProcessor (or its image processor) to make pixel_values."
+            )
+        # NaN or inf in one image would spread silently into every token of its row. One reduction and one host sync
+        # per call: a forward with images (in `generate`, the prompt step only), small beside the vision tower's cost;
+        # skipped under torch.compile, where the graph must not branch on data.
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(pixel_values).all()):
+            raise ValueError(
+                "pixel_values hold NaN or inf. Use LavinProcessor (or its image processor) to make pixel_values from "
+                "the images."
             )
         output_hidden_states = kwargs.pop("output_hidden_states", None)
         if output_hidden_states is None:
@@ -179,6 +193,48 @@ class LavinModel(LavinPreTrainedModel, LlavaModel):
         # The placeholder has no row in the embedding: embed a harmless id there; the visual tokens overwrite it.
         return self.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
 
+    def _check_weights_loaded(self) -> None:
+        """
+        Refuses a model whose weights are on the meta device (built empty, never loaded), unless accelerate's hooks
+        bring them in at each call (offloading). Costs an attribute read unless the weights are on the meta device.
+        """
+        if not self.get_input_embeddings().weight.is_meta:
+            return
+        if not any(hasattr(module, "_hf_hook") for module in self.modules()):
+            raise ValueError(
+                "The model's weights are on the meta device (built without weights, e.g. under "
+                "`torch.device('meta')`), so it cannot run. Load it with from_pretrained(...), or call "
+                "model.to_empty(device=...) and load a state dict."
+            )
+
+    def check_input_ids(self, input_ids: torch.LongTensor) -> None:
+        """
+        Refuses ids the LLM has no embedding for (negative, or at least its vocabulary size), other than the image
+        placeholder. The lookup would otherwise fail deep inside torch: an IndexError on CPU, a device-side assert
+        that ends the process's use of the GPU on CUDA. Costs one reduction and one host sync.
+        """
+        vocab_size = self.config.text_config.vocab_size
+        outside = (input_ids < 0) | (input_ids >= vocab_size)
+        if not self._image_token_in_vocabulary():
+            outside &= input_ids != self.config.image_token_id
+        if bool(outside.any()):
+            examples = input_ids[outside].unique()[:5].tolist()
+            raise ValueError(
+                f"input_ids hold ids outside the model's vocabulary (0 to {vocab_size - 1}, and the image token "
+                f"{self.config.image_token_id}), e.g. {examples}. Tokenize with this model's processor or tokenizer; "
+                "after adding tokens to a tokenizer, call model.resize_token_embeddings(len(tokenizer))."
+            )
+
+    @staticmethod
+    def check_attention_mask(attention_mask: torch.Tensor | None, input_shape: torch.Size) -> None:
+        """Refuses a 2D `attention_mask` whose shape is not `(batch_size, sequence_length)` of the inputs."""
+        if attention_mask is not None and attention_mask.ndim == 2 and attention_mask.shape != input_shape:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but the inputs have (batch_size, "
+                f"sequence_length) {tuple(input_shape)}; they must match. Make both with LavinProcessor (one call, "
+                "with padding=True for a batch)."
+            )
+
     def _check_image_tokens(self, image_mask: torch.BoolTensor, num_images: int) -> None:
         per_row = image_mask.sum(dim=-1)
         expected = self.config.num_image_tokens
@@ -224,6 +280,15 @@ class LavinModel(LavinPreTrainedModel, LlavaModel):
             raise ValueError("Give exactly one of input_ids or inputs_embeds.")
         if pixel_values is not None and mm_encoder_outputs is not None:
             raise ValueError("Give pixel_values or mm_encoder_outputs, not both.")
+        self._check_weights_loaded()
+        if cache is None:
+            # A call without a cache holds whole sequences: check them. `generate` checks its prompt once instead
+            # (`_expand_inputs_for_generation`), and its later steps feed back ids the model itself produced.
+            self.check_attention_mask(
+                attention_mask, (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+            )
+            if input_ids is not None and not torch.compiler.is_compiling():
+                self.check_input_ids(input_ids)
         image_mask = None
         if input_ids is not None:
             image_mask = self.get_placeholder_mask(input_ids, None)
@@ -335,6 +400,8 @@ class LavinForConditionalGeneration(LavinPreTrainedModel, LlavaForConditionalGen
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
+            if not torch.compiler.is_compiling():
+                self._check_labels(labels)
             if input_ids is not None:  # visual tokens are inputs, never targets
                 labels = labels.masked_fill(self.model.get_placeholder_mask(input_ids, None), -100)
             loss = self.loss_function(
@@ -348,6 +415,19 @@ class LavinForConditionalGeneration(LavinPreTrainedModel, LlavaForConditionalGen
             attentions=outputs.attentions,
             image_outputs=outputs.image_outputs,
         )
+
+    def _check_labels(self, labels: torch.LongTensor) -> None:
+        # As for input_ids: the loss would index the logits with them (a device-side assert on CUDA).
+        vocab_size = self.config.text_config.vocab_size
+        outside = ((labels < 0) & (labels != -100)) | (labels >= vocab_size)
+        if not self.model._image_token_in_vocabulary():
+            outside &= labels != self.config.image_token_id  # masked to -100 below
+        if bool(outside.any()):
+            examples = labels[outside].unique()[:5].tolist()
+            raise ValueError(
+                f"labels hold ids outside the model's vocabulary (0 to {vocab_size - 1}, or -100 to ignore a "
+                f"position), e.g. {examples}. Make labels from input_ids made by this model's processor."
+            )
 
     def resize_token_embeddings(
         self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
@@ -369,6 +449,10 @@ class LavinForConditionalGeneration(LavinPreTrainedModel, LlavaForConditionalGen
     ) -> tuple[torch.LongTensor, dict]:
         # Called once per `generate`, on the prompt: each row's modality is read here, so tokens generated later
         # (even an image token the model emits) never change it, and beams inherit their row's.
+        if input_ids is not None:
+            if kwargs.get("inputs_embeds") is None:  # with inputs_embeds, input_ids hold no prompt
+                self.model.check_attention_mask(kwargs.get("attention_mask"), input_ids.shape)
+            self.model.check_input_ids(input_ids)
         if kwargs.get("modality_ids") is None and input_ids is not None:
             kwargs["modality_ids"] = self.model.get_modality_ids(input_ids)
         return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **kwargs)

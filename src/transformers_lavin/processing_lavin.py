@@ -13,6 +13,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.processing_utils import MultiModalData, ProcessingKwargs, Unpack
 from transformers.tokenization_utils_base import PaddingStrategy, TextInput, TruncationStrategy
+from transformers.utils import to_py_obj
 
 from .image_loading import load_image
 
@@ -242,11 +243,16 @@ class LavinProcessor(ProcessorMixin):
         Render (and optionally tokenize) messages as transformers does, with the text of every message escaped. The
         template gets the image placeholder as `image_token`.
         """
+        if isinstance(conversation, (list, tuple)) and not conversation:
+            raise ValueError("The conversation is empty: give at least one message.")
+        # transformers' own normalisation first (message objects become dicts, OpenAI image blocks image parts), so
+        # every message is checked and escaped as the template will see it.
+        conversations, is_batched = self._normalize_conversations(conversation)
+        _check_conversations(conversations)
+        conversations = [_map_texts(messages, self.escape_special_tokens) for messages in conversations]
         if "image_token" in str(chat_template or self.chat_template):
             kwargs.setdefault("image_token", self.image_token)
-        return super().apply_chat_template(
-            _map_texts(conversation, self.escape_special_tokens), chat_template, **kwargs
-        )
+        return super().apply_chat_template(conversations if is_batched else conversations[0], chat_template, **kwargs)
 
     def _image_ids(self) -> list[int]:
         """The tokens of one image: `image_prefix`, then `num_image_tokens` image tokens."""
@@ -401,6 +407,10 @@ class LavinProcessor(ProcessorMixin):
         texts = [text] if isinstance(text, str) else list(text)
         if not all(isinstance(t, str) for t in texts):
             raise TypeError("text must be a string or a list of strings.")
+        if not texts:
+            raise ValueError("text is an empty list: give at least one prompt.")
+        for index, sample_text in enumerate(texts):
+            _check_encodable(sample_text, f"Prompt {index}")
         merged = self._merge_kwargs(tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
         text_kwargs, images_kwargs = merged["text_kwargs"], merged["images_kwargs"]
         return_tensors = text_kwargs.pop("return_tensors", None)
@@ -471,6 +481,33 @@ class LavinProcessor(ProcessorMixin):
             )
         return BatchFeature(data=data, tensor_type=return_tensors, skip_tensor_conversion=self.skip_tensor_conversion)
 
+    def decode(self, token_ids, **kwargs) -> str:
+        """The tokenizer's `decode`, after checking that every id is one of its tokens (see [`batch_decode`])."""
+        self._check_token_ids(token_ids)
+        return super().decode(token_ids, **kwargs)
+
+    def batch_decode(self, sequences, **kwargs) -> list[str]:
+        """
+        The tokenizer's `batch_decode`, after checking that every id is one of its tokens: an id outside the
+        vocabulary (negative, too large, not an integer) is a clear error instead of an overflow deep in the
+        tokenizer or a token silently dropped.
+        """
+        self._check_token_ids(sequences)
+        return super().batch_decode(sequences, **kwargs)
+
+    def _check_token_ids(self, token_ids) -> None:
+        size = len(self.tokenizer)
+        pending = [to_py_obj(token_ids)]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, (list, tuple)):
+                pending.extend(item)
+            elif isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < size:
+                raise ValueError(
+                    f"Cannot decode the id {item!r}: token ids are integers from 0 to {size - 1} for this tokenizer. "
+                    "Decode ids made by this model and processor."
+                )
+
     def _get_num_multimodal_tokens(self, image_sizes: list[list[int]] | None = None, **kwargs) -> MultiModalData:
         """
         The number of image tokens each image takes, for serving engines (as LLaVA's processor reports it).
@@ -517,6 +554,53 @@ class LavinProcessor(ProcessorMixin):
         limit = getattr(self.tokenizer, "model_max_length", None)
         # Tokenizers without a known limit report a huge sentinel value.
         return limit if isinstance(limit, int) and limit < 1_000_000 else None
+
+
+def _check_encodable(text: str, where: str) -> None:
+    """Refuses text the tokenizer cannot take: a lone surrogate (e.g. from a bad decode) is not valid Unicode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"{where} holds {text[e.start : e.end]!r} at character {e.start}, a lone surrogate that is not valid "
+            "text. Decode the input correctly (e.g. bytes.decode('utf-8', errors='replace')) or remove it."
+        ) from None
+
+
+def _check_conversations(conversations: list[list[dict]]) -> None:
+    """
+    Refuses messages LaVIN's template cannot render, naming the message: each (a dict, after transformers'
+    normalisation) has a string `role` and a `content` that is a string, a list of parts (dicts with a string `type`;
+    a text part with a string `text`) or absent.
+    """
+    fix = "Give messages as {'role': 'user', 'content': 'text'} or content [{'type': 'text', 'text': '...'}]."
+    for number, messages in enumerate(conversations):
+        prefix = f"Conversation {number}, message" if len(conversations) > 1 else "Message"
+        for index, message in enumerate(messages):
+            where = f"{prefix} {index}"
+            if not isinstance(message.get("role"), str):
+                raise ValueError(f"{where} needs a string 'role'; got {message.get('role')!r:.40}. {fix}")
+            content = message.get("content")
+            if content is None:
+                continue
+            if isinstance(content, str):
+                _check_encodable(content, where)
+                continue
+            if not isinstance(content, (list, tuple)):
+                raise ValueError(
+                    f"{where} has content of type {type(content).__name__} ({content!r:.40}); content must be a "
+                    f"string or a list of parts. {fix}"
+                )
+            for part_index, part in enumerate(content):
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    raise ValueError(f"{where}, part {part_index} must be a dict with a string 'type'. {fix}")
+                if part["type"] == "text":
+                    if not isinstance(part.get("text"), str):
+                        raise ValueError(
+                            f"{where}, part {part_index} is a text part whose 'text' is "
+                            f"{type(part.get('text')).__name__}, not a string. {fix}"
+                        )
+                    _check_encodable(part["text"], f"{where}, part {part_index}")
 
 
 def _map_texts(conversation, function):

@@ -252,3 +252,39 @@ def test_cli_refuses_other_settings_in_the_same_output_dir(tmp_path, pope_dir, c
         assert (tmp_path / "o" / name).is_file()
     with Image.open(tmp_path / "o" / "comparison_pope.png") as chart:
         assert chart.format == "PNG"
+
+
+SCIENCEQA_HUB_ROW = {"image": None, "question": "Other?", "choices": ["a", "b", "c"], "answer": 0, "hint": "Read.",
+                     "grade": "grade9", "subject": "language science", "lecture": "L.", "solution": "S."}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("question", None, r"row 1 has 'question' None; expected a string"),
+        ("subject", None, r"row 1 has 'subject' None; expected a string"),
+        ("choices", ["a", "b", None], r"row 1 has 'choices' entry 2 None; every choice must be a string"),
+        ("answer", 3, r"row 1: .*integer index into the 3 choices; got 3"),
+    ],
+)
+def test_a_malformed_scienceqa_hub_row_names_the_row_and_field(tmp_path, field, value, message):
+    rows = [SCIENCEQA_HUB_ROW, {**SCIENCEQA_HUB_ROW, field: value}]
+    write_jsonl(tmp_path / "sqa.jsonl", rows)
+    with pytest.raises(ValueError, match=r"ScienceQA table .*sqa.jsonl: " + message):
+        ScienceQATask(tmp_path / "sqa.jsonl", layout="hub").load()
+
+
+def test_scienceqa_json_bound_is_a_task_option(scienceqa_dir, tmp_path, capsys):
+    size = (scienceqa_dir / "problems.json").stat().st_size
+    with pytest.raises(ValueError, match=r"problems.json is larger than .*scienceqa.max_json_bytes=N"):
+        ScienceQATask(scienceqa_dir, max_json_bytes=size - 1).load()
+    assert len(ScienceQATask(scienceqa_dir, max_json_bytes=size).load()) > 0
+    # lavin-eval passes it as a task option.
+    module = tmp_path / "m.py"
+    module.write_text("def generate(images, prompts):\n    return ['The answer is A.' for _ in prompts]\n")
+    args = ["--model", f"m={module}:generate", "--task", f"scienceqa={scienceqa_dir}", "--output-dir",
+            str(tmp_path / "out"), "--no-progress", "--task-option"]  # fmt: skip
+    assert main([*args, f"scienceqa.max_json_bytes={size - 1}"]) == 1
+    error = capsys.readouterr().err
+    assert "problems.json is larger than" in error.splitlines()[-1] and "Traceback" not in error
+    assert main([*args, f"scienceqa.max_json_bytes={size}"]) == 0

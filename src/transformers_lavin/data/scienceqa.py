@@ -20,10 +20,24 @@ from typing import Any, Literal
 import datasets
 from PIL import Image, UnidentifiedImageError
 
-from .prompts import DEFAULT_PROMPT_FORMAT, answer_letter, build_prompt, split_prompt_format
+from .prompts import DEFAULT_PROMPT_FORMAT, OPTION_LETTERS, answer_letter, build_prompt, split_prompt_format
 
 # Fields `build_prompt` and the metadata columns read from every problem.
 REQUIRED_PROBLEM_FIELDS = ("question", "choices", "answer", "hint", "image", "lecture", "solution", "subject", "grade")
+# Text fields and whether they may be null (ScienceQA writes "" or null for an absent hint, lecture or solution).
+TEXT_FIELDS = {
+    "question": False,
+    "subject": False,
+    "grade": False,
+    "hint": True,
+    "lecture": True,
+    "solution": True,
+}
+
+# The largest JSON file (`problems.json`, `pid_splits.json`, `captions.json`) the reader loads; it is read whole into
+# memory, and parsed into Python objects several times its size. The real `problems.json` is about 40 MB. Raise it
+# with `load_scienceqa(..., max_json_bytes=N)` or by setting this attribute.
+MAX_JSON_BYTES = 512 * 2**20
 
 _TEXT = {"type": datasets.Value("string"), "text": datasets.Value("string")}
 _MESSAGES = datasets.List({"role": datasets.Value("string"), "content": datasets.List(_TEXT)})
@@ -40,12 +54,20 @@ _METADATA_FEATURES = {
 }
 
 
-def _read_json(path: Path, what: str) -> Any:
+def _read_json(path: Path, what: str, max_bytes: int) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"ScienceQA {what} not found: {path}. Point `data_root` at the ScienceQA data folder.")
+    with path.open("rb") as f:
+        data = f.read(max_bytes + 1)  # never more than the bound, even if the file grows while it is read
+    if len(data) > max_bytes:
+        raise ValueError(
+            f"ScienceQA {what} {path} is larger than {max_bytes:,} bytes, the bound on JSON files read whole into "
+            "memory (the real problems.json is about 40 MB). If you trust it, raise the bound: "
+            "load_scienceqa(..., max_json_bytes=N), or `--task_option scienceqa.max_json_bytes=N` for lavin-eval, or "
+            "transformers_lavin.data.scienceqa.MAX_JSON_BYTES = N."
+        )
     try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"ScienceQA {what} {path} is not valid JSON ({e}); re-download or regenerate it.") from e
     except RecursionError:
@@ -85,18 +107,50 @@ def _inside(data_root: Path, parts: list[str], qid: str) -> Path:
     return path
 
 
+def check_problem_fields(problem: Mapping[str, Any], where: str) -> None:
+    """
+    Checks the types of the fields a ScienceQA prompt and its metadata are built from.
+
+    Args:
+        problem (`Mapping[str, Any]`): A problem (a `problems.json` entry or a row of the Hub table).
+        where (`str`): The problem, for messages (e.g. `"problems.json: problem '42'"`).
+
+    Raises:
+        `ValueError`: naming the problem and the field: a `question`, `subject` or `grade` that is not a string, a
+        `hint`, `lecture` or `solution` that is neither a string nor null, `choices` that are not a list of 1 to 5
+        strings, or an `answer` that is not an index into them.
+    """
+    for field, nullable in TEXT_FIELDS.items():
+        value = problem.get(field)
+        if not isinstance(value, str) and not (nullable and value is None):
+            expected = "a string or null" if nullable else "a string"
+            raise ValueError(f"{where} has {field!r} {value!r:.60}; expected {expected}. Fix the record.")
+    choices = problem.get("choices")
+    if not isinstance(choices, (list, tuple)) or not 0 < len(choices) <= len(OPTION_LETTERS):
+        raise ValueError(
+            f"{where} has 'choices' {choices!r:.80}; expected a list of 1 to {len(OPTION_LETTERS)} strings."
+        )
+    for index, choice in enumerate(choices):
+        if not isinstance(choice, str):
+            raise ValueError(f"{where} has 'choices' entry {index} {choice!r:.40}; every choice must be a string.")
+    try:
+        answer_letter(problem)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
 def _check_problem(qid: str, problem: Any, path: Path) -> None:
     if not isinstance(problem, Mapping):
         raise ValueError(f"{path}: problem {qid!r} must be a JSON object, got {type(problem).__name__}.")
     missing = [field for field in REQUIRED_PROBLEM_FIELDS if field not in problem]
     if missing:
         raise ValueError(f"{path}: problem {qid!r} lacks the field(s) {missing}; every problem needs these fields.")
-    if not isinstance(problem["choices"], list) or not problem["choices"]:
-        raise ValueError(f"{path}: problem {qid!r} has 'choices' {problem['choices']!r}; expected a non-empty list.")
-    try:
-        answer_letter(problem)
-    except ValueError as e:
-        raise ValueError(f"{path}: problem {qid!r}: {e}") from None
+    where = f"{path}: problem {qid!r}"
+    check_problem_fields(problem, where)
+    for field in ("image", "split"):  # they name files under images/
+        value = problem.get(field)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{where} has {field!r} {value!r:.60}; expected a file or folder name, or null.")
 
 
 def context_categories(problem: Mapping[str, Any]) -> list[str]:
@@ -114,8 +168,7 @@ def _image_path(data_root: Path, split: str, qid: str, problem: Mapping[str, Any
     # Images live under the problem's own split ("train", "val", "test"); a derived split such as "trainval" or
     # "minival" has no image folder of its own.
     image_split = problem.get("split") or split
-    image_name = problem["image"] if isinstance(problem["image"], str) else "image.png"
-    return _inside(data_root, ["images", str(image_split), qid, image_name], qid)
+    return _inside(data_root, ["images", image_split, qid, problem["image"]], qid)
 
 
 def _check_image(path: Path, qid: str) -> None:
@@ -144,6 +197,7 @@ def load_scienceqa(
     use_caption: bool = False,
     captions_file: str | Path | None = None,
     format: Literal["prompt_completion", "messages"] = "prompt_completion",
+    max_json_bytes: int | None = None,
 ) -> datasets.Dataset:
     """
     Loads one split of ScienceQA as a conversational vision-language dataset for TRL's `SFTTrainer`.
@@ -174,6 +228,12 @@ def load_scienceqa(
             `use_caption`; problems without a caption get none.
         format (`str`, *optional*, defaults to `"prompt_completion"`):
             `"prompt_completion"` or `"messages"`.
+        max_json_bytes (`int`, *optional*):
+            The largest JSON file read (they are read whole into memory); defaults to [`MAX_JSON_BYTES`] (512 MiB).
+
+    Raises:
+        `ValueError`: naming the problem and the field for a malformed problem (see [`check_problem_fields`]), and
+        naming the id for an id listed twice in the split.
 
     Returns:
         `datasets.Dataset`: one row per problem of the split, in the order of `pid_splits.json`.
@@ -181,12 +241,13 @@ def load_scienceqa(
     split_prompt_format(prompt_format)  # fail early on an unknown format
     if format not in ("prompt_completion", "messages"):
         raise ValueError(f"Unknown output format {format!r}; use 'prompt_completion' or 'messages'.")
+    max_bytes = MAX_JSON_BYTES if max_json_bytes is None else max_json_bytes
     data_root = Path(data_root)
     problems_path, splits_path = data_root / "problems.json", data_root / "pid_splits.json"
-    problems = _read_json(problems_path, "problems file")
+    problems = _read_json(problems_path, "problems file", max_bytes)
     if not isinstance(problems, Mapping):
         raise ValueError(f"{problems_path} must hold a JSON object mapping qid to problem.")
-    pid_splits = _read_json(splits_path, "split file")
+    pid_splits = _read_json(splits_path, "split file", max_bytes)
     if not isinstance(pid_splits, Mapping) or not all(isinstance(v, list) for v in pid_splits.values()):
         raise ValueError(f"{splits_path} must hold a JSON object mapping split name to a list of qids.")
     if split not in pid_splits:
@@ -195,15 +256,22 @@ def load_scienceqa(
     captions: Mapping[str, str] = {}
     if use_caption:
         captions_path = Path(captions_file) if captions_file is not None else data_root / "captions.json"
-        caption_data = _read_json(captions_path, "captions file")
+        caption_data = _read_json(captions_path, "captions file", max_bytes)
         if not isinstance(caption_data, Mapping) or not isinstance(caption_data.get("captions"), Mapping):
             raise ValueError(f"{captions_path} must hold a JSON object {{'captions': {{qid: text}}}}.")
         captions = caption_data["captions"]
 
     columns: dict[str, list[Any]] = {name: [] for name in ("prompt", "completion", "messages", "images")}
     columns.update({name: [] for name in _METADATA_FEATURES})
+    seen: dict[str, int] = {}
     for position, value in enumerate(pid_splits[split]):
         qid = _qid(value, position, splits_path, split)
+        if qid in seen:
+            raise ValueError(
+                f"{splits_path}: split {split!r} lists the id {qid!r} twice (entries {seen[qid]} and {position}); "
+                "each problem may appear once in a split. Remove the duplicate."
+            )
+        seen[qid] = position
         if qid not in problems:
             raise ValueError(
                 f"{splits_path} lists qid {qid!r} in split {split!r}, but {problems_path} has no such problem."
@@ -211,7 +279,10 @@ def load_scienceqa(
         problem = problems[qid]
         _check_problem(qid, problem, problems_path)
         if use_caption:
-            problem = {**problem, "caption": captions.get(qid, "")}
+            caption = captions.get(qid) or ""
+            if not isinstance(caption, str):
+                raise ValueError(f"{captions_path}: the caption of problem {qid!r} is {caption!r:.40}, not a string.")
+            problem = {**problem, "caption": caption}
         prompt_text, answer_text = build_prompt(problem, prompt_format, use_caption)
 
         images = []

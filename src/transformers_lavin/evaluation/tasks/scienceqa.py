@@ -18,7 +18,7 @@ from typing import Any
 import datasets
 
 from ...data.prompts import DEFAULT_PROMPT_FORMAT, build_prompt
-from ...data.scienceqa import load_scienceqa
+from ...data.scienceqa import check_problem_fields, load_scienceqa
 from ..metrics.scienceqa import (
     ANSWER_RULES,
     OPTION_LETTERS,
@@ -68,6 +68,11 @@ class ScienceQATask(Task):
         option_form (`str`, *optional*, defaults to `"text"`): With `scoring="likelihood"`, what is scored after
             `"The answer is "`: the option's `"text"` (`circle.`, as `lavin-demo` trains and scores) or its
             `"letter"` (`B.`, LaVIN's answer format).
+        max_json_bytes (`int`, *optional*): The largest JSON file of the official layout read (they are read whole
+            into memory); defaults to [`~transformers_lavin.data.scienceqa.MAX_JSON_BYTES`] (512 MiB).
+
+    A malformed problem (a null question, a choice that is not a string, an answer outside the choices, ...) is an
+    error naming the problem and the field, in both layouts.
     """
 
     name = "scienceqa"
@@ -89,6 +94,7 @@ class ScienceQATask(Task):
         max_new_tokens: int = 64,
         scoring: str = "generate",
         option_form: str = "text",
+        max_json_bytes: int | None = None,
     ) -> None:
         if answer_rule not in ANSWER_RULES:
             raise ValueError(f"Unknown ScienceQA answer_rule {answer_rule!r}; choose from {', '.join(ANSWER_RULES)}.")
@@ -107,6 +113,7 @@ class ScienceQATask(Task):
         self.captions_file = captions_file
         self.instruction = instruction
         self.max_new_tokens = max_new_tokens
+        self.max_json_bytes = max_json_bytes
 
     def config(self) -> dict[str, Any]:
         return {
@@ -131,6 +138,7 @@ class ScienceQATask(Task):
         samples = []
         for index, row in enumerate(table.remove_columns("image")):
             has_image = table[index]["image"] is not None
+            check_problem_fields(row, f"ScienceQA table {self.data_dir}: row {index}")
             prompt, _ = build_prompt(row, self.prompt_format, self.use_caption)
             columns = problem_columns(row["subject"], row["grade"], bool(row["hint"]), has_image)
             samples.append(
@@ -147,7 +155,14 @@ class ScienceQATask(Task):
     def load(self) -> list[Sample]:
         if self.hub:
             return self._load_hub()
-        dataset = load_scienceqa(self.data_dir, self.split, self.prompt_format, self.use_caption, self.captions_file)
+        dataset = load_scienceqa(
+            self.data_dir,
+            self.split,
+            self.prompt_format,
+            self.use_caption,
+            self.captions_file,
+            max_json_bytes=self.max_json_bytes,
+        )
         # Paths, not decoded pixels: the runner opens images batch by batch.
         dataset = dataset.cast_column("images", datasets.List(datasets.Image(decode=False)))
         samples = []
