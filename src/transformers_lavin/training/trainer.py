@@ -164,6 +164,9 @@ def record_base_model(
 
 def write_run_outputs(trainer: SFTTrainer, output_dir: Path, base_model: str, dataset_names: Sequence[str]) -> dict:
     """The model card (README.md) and the loss and routing plots of a finished run; returns the paths written."""
+    from huggingface_hub import ModelCard
+
+    from ..hub.cards import _is_hub_id
     from ..hub.local_card import write_local_adapter_card
     from ..mma import compute_routing_table
     from ..scripts.plots import plot_routing_weights, plot_training_loss
@@ -180,8 +183,17 @@ def write_run_outputs(trainer: SFTTrainer, output_dir: Path, base_model: str, da
     losses = [entry["loss"] for entry in history if "loss" in entry]
     if losses:
         metrics["last logged training loss"] = round(losses[-1], 4)
+    # TRL's card first: its metadata (the base model only as a Hub id), tags, training procedure, framework versions
+    # and citations, which the LaVIN/MMA card keeps beside its own usage snippet and adapter settings.
+    hub_datasets = [name for name in dataset_names if _is_hub_id(name)]
+    trainer.create_model_card(dataset_name=hub_datasets[0] if hub_datasets else None)
     written["model_card"] = write_local_adapter_card(
-        output_dir, trainer.model, base_model=base_model, datasets=dataset_names, metrics=metrics
+        output_dir,
+        trainer.model,
+        base_model=base_model,
+        datasets=dataset_names,
+        metrics=metrics,
+        trainer_card=ModelCard.load(output_dir / "README.md"),
     )
     return written
 
