@@ -110,12 +110,12 @@ def _root_cause(error: BaseException) -> str:
 
 
 def _image_entry(value: Any, base: Path | None, allow_outside: bool, row: int) -> Any:
-    """One `images` entry as `datasets.Image` encodes it: a path (resolved from `base`), an image or its bytes."""
-    if isinstance(value, Mapping) and (value.get("bytes") is not None or isinstance(value.get("path"), str)):
-        return value if value.get("bytes") is not None else _image_entry(value["path"], base, allow_outside, row)
+    """One image entry as `datasets.Image` encodes it: a path (resolved from `base`), or `{"bytes", "path"}`."""
+    if isinstance(value, Mapping) and (isinstance(value.get("bytes"), bytes) or isinstance(value.get("path"), str)):
+        return (
+            value if isinstance(value.get("bytes"), bytes) else _image_entry(value["path"], base, allow_outside, row)
+        )
     if not isinstance(value, str):
-        if type(value).__module__.startswith("PIL."):
-            return value
         raise UserInputError(
             f"--dataset_name: row {row} has the image entry {value!r} ({type(value).__name__}); give each image as "
             "a file path relative to the data file."
