@@ -24,8 +24,8 @@ from transformers import pipeline
 from trl import SFTConfig
 
 from transformers_lavin.data.synthetic_chat import chat_corpus, synthetic_chat_dataset
-from transformers_lavin.scripts.sft import MMAArguments, build_trainer
 from transformers_lavin.testing_utils import build_tiny_lavin, build_word_tokenizer, tiny_lavin_config
+from transformers_lavin.training import MMAArguments, build_trainer
 
 
 def build_model(seed: int):

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from transformers_lavin.data import write_synthetic_scienceqa
-from transformers_lavin.scripts.sft import BASE_MODEL_DIR, main, save_aside
+from transformers_lavin.scripts.sft import main
+from transformers_lavin.training import BASE_MODEL_DIR, save_aside
 
 
 def _real_dataset(root):

@@ -16,7 +16,7 @@ from trl import SFTConfig
 
 import transformers_lavin
 from transformers_lavin.data import load_scienceqa, write_synthetic_scienceqa
-from transformers_lavin.scripts.sft import LavinModelArguments, MMAArguments, build_trainer, load_model_and_processor
+from transformers_lavin.training import LavinModelArguments, MMAArguments, build_trainer, load_model_and_processor
 
 TRANSFORMERS_DIR = str(Path(transformers.__file__).parent)
 PROJECT_DIRS = (str(Path(transformers_lavin.__file__).parent), str(Path(__file__).parents[1]))

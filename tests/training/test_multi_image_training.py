@@ -10,7 +10,7 @@ from PIL import Image
 from trl import SFTConfig
 
 import transformers_lavin  # noqa: F401  (registers LaVIN and MMA)
-from transformers_lavin.scripts.sft import LavinModelArguments, MMAArguments, build_trainer, load_model_and_processor
+from transformers_lavin.training import LavinModelArguments, MMAArguments, build_trainer, load_model_and_processor
 
 
 def _image(seed: int) -> Image.Image:

@@ -10,7 +10,7 @@ from trl import SFTConfig
 
 import transformers_lavin  # noqa: F401  (registers LaVIN and MMA)
 from transformers_lavin.data import load_scienceqa, write_synthetic_scienceqa
-from transformers_lavin.scripts.sft import (
+from transformers_lavin.training import (
     LavinModelArguments,
     MMAArguments,
     build_trainer,

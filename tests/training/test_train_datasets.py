@@ -175,6 +175,11 @@ def test_card_names_the_base_model_and_its_snippet_runs(tmp_path):
     )
     assert f"`{(out / 'base_model').resolve()}` (a local folder)" in card and str(data) in card
     assert "fine-tuned version of" not in card
+    # It extends TRL's card: TRL's tags in the metadata, its framework versions and citations in the text.
+    import trl
+
+    assert all(f"- {tag}" in metadata for tag in ("trl", "sft", "lavin", "mma"))
+    assert f"- TRL: {trl.__version__}" in card and "vonwerra2020trl" in card and "luo2023cheap" in card
     snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

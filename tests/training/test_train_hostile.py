@@ -1,6 +1,7 @@
 """`lavin-train --dataset_name` on hostile data: image paths that leave the data folder, decompression bombs."""
 
 import json
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -136,3 +137,49 @@ def test_train_fsdp_refuses_values_that_would_train_nothing(tmp_path, capsys, op
     assert fsdp_main(["--tiny", "--synthetic", "--output_dir", str(tmp_path / "out"), option, value]) == 1
     assert f"{option} must be at least" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("layout_kind", ["mixed_jsonl", "csv"])
+def test_mixed_type_and_csv_image_paths_resolve_against_the_data_folder(layout, layout_kind, monkeypatch):
+    from transformers_lavin.data.sft_datasets import load_sft_dataset
+
+    if layout_kind == "mixed_jsonl":  # one row's images a list, the other's a bare string: datasets' Json feature
+        rows = [{"text": "Color: red.", "images": ["red.png"]}, {"text": "Also red.", "images": "red.png"}]
+        data = layout / "data" / "train.jsonl"
+        data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    else:
+        data = layout / "data" / "train.csv"
+        data.write_text("text,images\nColor: red.,red.png\nAlso red.,red.png\n")
+    elsewhere = layout / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the paths resolve from the data file's folder, not the working directory
+    images = load_sft_dataset(str(data))["images"]
+    assert [[image.convert("RGB").getpixel((0, 0)) for image in row] for row in images] == [[(255, 0, 0)]] * 2
+    assert main([*FAST, "--output_dir", "out", "--dataset_name", str(data)]) == 0
+    assert (elsewhere / "out" / "adapter_model.safetensors").is_file()
+
+
+def _save_empty(folder: Path) -> None:
+    import datasets
+
+    datasets.Dataset.from_dict({"messages": []}).save_to_disk(str(folder))
+
+
+@pytest.mark.parametrize(
+    "name, write, message",
+    [
+        ("train.jsonl", lambda p: p.write_text(json.dumps({"messages": "Hello."}) + "\n"),
+         r"training row 0: `messages` is 'Hello\.', not a list of \{'role', 'content'\} messages"),
+        ("train.jsonl", lambda p: p.write_text(""), r"cannot read it \(no rows\)"),
+        ("saved", _save_empty, r"the saved dataset has no rows"),
+        ("train.jsonl", lambda p: p.write_text(_rows(["red.png"]) + '{"prompt": "x", oops\n'),
+         r"cannot read it \(JSON parse error: .* in row 1\)"),
+        ("train.jsonl", lambda p: p.write_text(_rows(["red.png", "missing.png"])),
+         r"row 1 names the image 'missing\.png', but .*missing\.png is no file"),
+        ("train.jsonl", lambda p: p.write_text(json.dumps({"text": "Hi.", "images": [None]}) + "\n"),
+         r"row 0 has the image entry None"),
+    ],
+)  # fmt: skip
+def test_unusable_datasets_are_one_error_line(layout, capsys, name, write, message):
+    write(layout / "data" / name)
+    assert re.search(message, _refused(layout, capsys, "--dataset_name", str(layout / "data" / name)))

@@ -7,6 +7,10 @@ TRL's `SFTTrainer` takes, with an `images` column (a list per row, empty for a t
 ScienceQA as it is on the Hub (the `derek-thomas/ScienceQA` schema: `image`, `question`, `choices`, `answer` as an
 index, `hint`, `lecture`, `solution`, ...) is turned into LaVIN's reference prompt and answer strings.
 
+Rows are read as `datasets` decodes them (its `Image` and `Json` features), whatever the file stored: a column whose
+rows mix types (`images` as a list in one row and a string in another, or message parts of several shapes) comes as
+`Json` and is checked row by row, so that a bad row is refused by its index before training starts.
+
 A row may have several images: the chat template puts a conversation's images where their image parts stand (one
 image goes to LaVIN's slot after BOS), and plain text marks each with `<image>`. [`check_images_per_row`] finds the
 rows over an optional limit before training starts, and either refuses them (with a count) or drops them.
@@ -21,6 +25,7 @@ from typing import Any
 
 import datasets
 
+from ..cli_errors import UserInputError
 from .prompts import DEFAULT_PROMPT_FORMAT, build_prompt, split_prompt_format
 
 logger = logging.getLogger(__name__)
@@ -30,6 +35,7 @@ DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", 
 # The columns that mark ScienceQA's Hub layout.
 SCIENCEQA_HUB_COLUMNS = frozenset({"image", "question", "choices", "answer", "hint", "lecture", "solution"})
 DATASET_FORMATS = ("messages", "prompt_completion", "text", "scienceqa")
+IMAGE_PART_TYPES = ("image", "text")
 
 
 def load_sft_dataset(
@@ -37,12 +43,13 @@ def load_sft_dataset(
 ) -> datasets.Dataset:
     """
     One split of a dataset given by Hub id, local file (`.json`, `.jsonl`, `.parquet`, `.csv`, `.arrow`), local
-    folder of such files, or folder written by `Dataset.save_to_disk`.
+    folder of such files, or folder written by `Dataset.save_to_disk`, with its images as `datasets.Image` features.
 
-    Image columns that hold file paths (as LLaVA's JSON does) are read as images; relative paths are resolved from
-    the folder of the local data (the data file's folder, or the dataset folder), and paths that leave it (`..`,
-    absolute paths, symbolic links out) are refused unless `allow_outside_images`: a data file from elsewhere must
-    not make training read (and an adapter memorise) any file the user can read.
+    Image columns that hold file paths (as LLaVA's JSON does; one path as a string is a list of one) are read as
+    images; relative paths are resolved from the folder of the local data (the data file's folder, or the dataset
+    folder), must name a file there, and paths that leave it (`..`, absolute paths, symbolic links out) are refused
+    unless `allow_outside_images`: a data file from elsewhere must not make training read (and an adapter memorise)
+    any file the user can read.
 
     Args:
         name (`str`): Hub id or local path.
@@ -52,62 +59,103 @@ def load_sft_dataset(
 
     Returns:
         `datasets.Dataset`
+
+    Raises:
+        `UserInputError`: for a file `datasets` cannot parse, a split without rows, or an image entry that is no
+            usable path (naming the row).
     """
     path = Path(name).expanduser()
-    if path.is_file():
-        builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise ValueError(
-                f"--dataset_name {name!r}: cannot read {path.suffix!r} files; use one of {sorted(DATA_FILE_BUILDERS)}."
-            )
-        dataset = datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
-        base = path.parent
-    elif path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
-        loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise ValueError(f"--dataset_name {name!r} has the splits {list(loaded)}, not {split!r}.")
-            loaded = loaded[split]
-        dataset, base = loaded, path
-    else:
-        # A Hub id, or a local folder of data files (datasets finds the splits from the file names).
-        dataset = datasets.load_dataset(str(path) if path.is_dir() else name, config, split=split)
-        base = path if path.is_dir() else None
+    try:
+        if path.is_file():
+            builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
+            if builder is None:
+                raise UserInputError(
+                    f"--dataset_name {name!r}: cannot read {path.suffix!r} files; use one of "
+                    f"{sorted(DATA_FILE_BUILDERS)}."
+                )
+            dataset = datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
+            base = path.parent
+        elif path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
+            try:
+                loaded = datasets.load_from_disk(str(path))
+            except IndexError:  # datasets cannot concatenate the no arrow files of an empty saved set
+                raise UserInputError(f"--dataset_name {name!r}: the saved dataset has no rows.") from None
+            if isinstance(loaded, datasets.DatasetDict):
+                if split not in loaded:
+                    raise UserInputError(f"--dataset_name {name!r} has the splits {list(loaded)}, not {split!r}.")
+                loaded = loaded[split]
+            dataset, base = loaded, path
+        else:
+            # A Hub id, or a local folder of data files (datasets finds the splits from the file names).
+            dataset = datasets.load_dataset(str(path) if path.is_dir() else name, config, split=split)
+            base = path if path.is_dir() else None
+    except (datasets.exceptions.DatasetGenerationError, StopIteration) as error:
+        # `datasets` wraps the parser's error (pyarrow's names the row); an empty JSON file stops its schema probe.
+        raise UserInputError(
+            f"--dataset_name {name!r}: cannot read it ({_root_cause(error)}). Check that it is a {path.suffix or 'data'} "
+            "file with one row per record (one JSON object per line for .jsonl)."
+        ) from error
+    if len(dataset) == 0:
+        raise UserInputError(f"--dataset_name {name!r}: the {split!r} split has no rows; give data to train on.")
     return _images_from_paths(dataset, base, allow_outside_images)
 
 
-def _resolve_image_path(path: str | None, base: Path, allow_outside: bool, row: int) -> str | None:
-    if path is None:
-        return None
-    resolved = base / path  # an absolute `path` stays itself
+def _root_cause(error: BaseException) -> str:
+    messages = []
+    while error is not None:
+        messages.append(" ".join(str(error).split()))
+        error = error.__cause__ or error.__context__
+    informative = [message for message in messages if message and "An error occurred while generating" not in message]
+    return informative[0].rstrip(".") if informative else "no rows"
+
+
+def _image_entry(value: Any, base: Path | None, allow_outside: bool, row: int) -> Any:
+    """One image entry as `datasets.Image` encodes it: a path (resolved from `base`), or `{"bytes", "path"}`."""
+    if isinstance(value, Mapping) and (isinstance(value.get("bytes"), bytes) or isinstance(value.get("path"), str)):
+        return (
+            value if isinstance(value.get("bytes"), bytes) else _image_entry(value["path"], base, allow_outside, row)
+        )
+    if not isinstance(value, str):
+        raise UserInputError(
+            f"--dataset_name: row {row} has the image entry {value!r} ({type(value).__name__}); give each image as "
+            "a file path relative to the data file."
+        )
+    if base is None:
+        return value
+    resolved = base / value  # an absolute `value` stays itself
     if not allow_outside and not resolved.resolve().is_relative_to(base.resolve()):
-        raise ValueError(
-            f"--dataset_name: row {row} names the image {path!r}, which is outside the dataset folder "
+        raise UserInputError(
+            f"--dataset_name: row {row} names the image {value!r}, which is outside the dataset folder "
             f"{base.resolve()}. Image paths must be relative to the data file's folder and stay inside it: move the "
             "images there, or pass --allow_outside_images if you trust the data."
+        )
+    if not resolved.is_file():
+        raise UserInputError(
+            f"--dataset_name: row {row} names the image {value!r}, but {resolved} is no file. Image paths are "
+            "relative to the data file's folder."
         )
     return str(resolved)
 
 
+def _is_image_feature(feature: Any) -> bool:
+    return isinstance(feature, datasets.Image) or isinstance(getattr(feature, "feature", None), datasets.Image)
+
+
 def _images_from_paths(dataset: datasets.Dataset, base: Path | None, allow_outside: bool) -> datasets.Dataset:
-    features = dataset.features
-    string = datasets.Value("string")
-    if "images" in features and getattr(features["images"], "feature", None) == string:
-        column, feature = "images", datasets.List(datasets.Image())
-    elif "image" in features and features["image"] == string:
-        column, feature = "image", datasets.Image()
-    else:
+    column = next((name for name in ("images", "image") if name in dataset.column_names), None)
+    if column is None or _is_image_feature(dataset.features[column]):
         return dataset
-    if base is not None:
 
-        def absolute(row: dict, index: int) -> dict:
-            value = row[column]
-            if isinstance(value, list):
-                return {column: [_resolve_image_path(p, base, allow_outside, index) for p in value]}
-            return {column: _resolve_image_path(value, base, allow_outside, index)}
+    def to_images(row: dict, index: int) -> dict:
+        value = row[column]
+        if column == "image":  # one image or none per row, as in ScienceQA's Hub layout
+            return {column: None if value is None else _image_entry(value, base, allow_outside, index)}
+        values = [] if value is None else value if isinstance(value, list) else [value]
+        return {column: [_image_entry(item, base, allow_outside, index) for item in values]}
 
-        dataset = dataset.map(absolute, with_indices=True, desc="resolving image paths")
-    return dataset.cast_column(column, feature)
+    feature = datasets.Image() if column == "image" else datasets.List(datasets.Image())
+    features = datasets.Features({**dataset.features, column: feature})
+    return dataset.map(to_images, with_indices=True, features=features, desc="reading image paths")
 
 
 def dataset_format(dataset: datasets.Dataset) -> str:
@@ -132,6 +180,64 @@ def dataset_format(dataset: datasets.Dataset) -> str:
         "(conversational), `prompt` + `completion` (conversational or strings), `text`, or ScienceQA's Hub layout "
         f"({', '.join(sorted(SCIENCEQA_HUB_COLUMNS))}); each may come with an `images` column."
     )
+
+
+def _message_problem(message: Any) -> str | None:
+    if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+        return f"the message {message!r} is not a {{'role': ..., 'content': ...}} mapping"
+    content = message.get("content")
+    if content is None or isinstance(content, str):
+        return None
+    if not isinstance(content, list):
+        return f"a message's content is {type(content).__name__}, not a string or a list of parts"
+    for part in content:
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind not in IMAGE_PART_TYPES or (kind == "text" and not isinstance(part.get("text"), str)):
+            return f"the content part {part!r} is neither {{'type': 'text', 'text': str}} nor {{'type': 'image'}}"
+    return None
+
+
+def _conversation_problem(value: Any, column: str) -> str | None:
+    if not isinstance(value, list) or not value:
+        return f"`{column}` is {value!r}, not a list of {{'role', 'content'}} messages"
+    return next(filter(None, map(_message_problem, value)), None)
+
+
+def _row_problem(kind: str, row: Mapping[str, Any]) -> str | None:
+    if kind == "messages":
+        return _conversation_problem(row["messages"], "messages")
+    if kind == "text":
+        return None if isinstance(row["text"], str) else f"`text` is {row['text']!r}, not a string"
+    prompt, completion = row["prompt"], row["completion"]
+    if isinstance(prompt, str) and isinstance(completion, str):
+        return None
+    if isinstance(prompt, str) or isinstance(completion, str):
+        return "`prompt` and `completion` must both be strings or both be message lists"
+    return _conversation_problem(prompt, "prompt") or _conversation_problem(completion, "completion")
+
+
+def check_rows(dataset: datasets.Dataset, what: str = "training") -> str:
+    """
+    The [`dataset_format`] of `dataset`, after checking that every row's columns of that format hold what TRL reads:
+    strings, or lists of `{"role", "content"}` messages whose content is a string or a list of text and image parts.
+
+    Raises:
+        `UserInputError`: naming the first bad row and what is wrong with it.
+    """
+    kind = dataset_format(dataset)
+    columns = {"messages": ["messages"], "text": ["text"], "prompt_completion": ["prompt", "completion"]}
+    if kind not in columns:
+        return kind
+    first_shape = None
+    for index, row in enumerate(dataset.select_columns(columns[kind])):  # decoded rows, no image read
+        problem = _row_problem(kind, row)
+        shape = "plain strings" if isinstance(row[columns[kind][0]], str) else "messages"
+        first_shape = first_shape or shape
+        if problem is None and shape != first_shape:
+            problem = f"it holds {shape}, but row 0 holds {first_shape}; use one shape for every row"
+        if problem is not None:
+            raise UserInputError(f"{what} row {index}: {problem}. See docs/training.md for the dataset formats.")
+    return kind
 
 
 def scienceqa_hub_to_text(
@@ -210,14 +316,17 @@ def add_special_tokens_to_text(dataset: datasets.Dataset, bos_token: str, eos_to
 
 
 def _image_counts(dataset: datasets.Dataset) -> list[int]:
-    # Read the arrow column, so that no image is decoded.
-    if "images" in dataset.column_names:
-        column = dataset.select_columns(["images"]).with_format("arrow")[:]["images"]
-        return [0 if value is None else len(value) for value in column.to_pylist()]
-    if "image" in dataset.column_names:
-        column = dataset.select_columns(["image"]).with_format("arrow")[:]["image"]
-        return [0 if value is None else 1 for value in column.to_pylist()]
-    return [0] * len(dataset)
+    column = next((name for name in ("images", "image") if name in dataset.column_names), None)
+    if column is None:
+        return [0] * len(dataset)
+    values = dataset.select_columns([column])
+    if _is_image_feature(values.features[column]):
+        # The same feature without decoding: counting reads no image.
+        undecoded = datasets.Image(decode=False)
+        values = values.cast_column(column, undecoded if column == "image" else datasets.List(undecoded))
+    if column == "image":
+        return [0 if value is None else 1 for value in values[column]]
+    return [0 if value is None else len(value) for value in values[column]]
 
 
 def _later_turn_single_images(dataset: datasets.Dataset) -> int:
@@ -297,6 +406,7 @@ __all__ = [
     "DATASET_FORMATS",
     "add_special_tokens_to_text",
     "check_images_per_row",
+    "check_rows",
     "conversation_text",
     "dataset_format",
     "image_row_count",

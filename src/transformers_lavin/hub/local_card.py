@@ -6,10 +6,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import ModelCard
+
 from .cards import DEFAULT_PROMPT, make_model_card
 from .push import _adapter_settings
 
 README_NAME = "README.md"
+# Where the text of TRL's (and transformers') trainer card that a LaVIN card keeps begins.
+TRAINING_PROCEDURE = "## Training procedure"
 
 
 def write_local_adapter_card(
@@ -20,11 +24,15 @@ def write_local_adapter_card(
     metrics: Mapping[str, Any] | None = None,
     example_prompt: str = DEFAULT_PROMPT,
     adapter_name: str = "default",
+    trainer_card: ModelCard | None = None,
 ) -> Path:
     """
-    Writes `output_dir/README.md`: the LaVIN/MMA adapter card (in place of PEFT's and TRL's generic one), naming the
-    base model the adapter was trained on (a Hub id or a local folder), the training data, the adapter settings and
-    training metrics, with a usage snippet that loads `base_model` and `output_dir` and runs as written.
+    Writes `output_dir/README.md`: the LaVIN/MMA adapter card, naming the base model the adapter was trained on (a Hub
+    id or a local folder), the training data, the adapter settings and training metrics, with a usage snippet that
+    loads `base_model` and `output_dir` and runs as written. Given the trainer's own card (`Trainer.create_model_card`,
+    TRL's for `SFTTrainer`), the LaVIN card extends it: its tags, and its text from `## Training procedure` on
+    (trackers, framework versions, citations); its generic description and text-generation snippet give way to
+    LaVIN's.
 
     Args:
         output_dir (`str` or `Path`): the folder the adapter (and its processor) was saved in.
@@ -34,6 +42,7 @@ def write_local_adapter_card(
         metrics (`Mapping[str, Any]`, *optional*): training metrics to list (name -> value).
         example_prompt (`str`): the snippet's prompt.
         adapter_name (`str`): the adapter to describe.
+        trainer_card (`ModelCard`, *optional*): the card the trainer wrote, to extend.
 
     Returns:
         `Path`: the card's path.
@@ -50,9 +59,13 @@ def write_local_adapter_card(
         processor_id=str(output_dir.resolve()),
         settings=settings,
         datasets=list(datasets) or None,
+        tags=list((trainer_card.data.tags or []) if trainer_card is not None else []),
         example_prompt=example_prompt,
         local=True,
     )
+    procedure = trainer_card.text.find(TRAINING_PROCEDURE) if trainer_card is not None else -1
+    if procedure >= 0:
+        card.text = card.text.rstrip() + "\n\n" + trainer_card.text[procedure:]
     path = output_dir / README_NAME
     card.save(path)
     return path

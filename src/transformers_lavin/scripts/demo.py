@@ -42,8 +42,8 @@ from ..evaluation.multiple_choice import ANSWER_PREFIX, MultipleChoiceResult, _p
 from ..hub.local_card import write_local_adapter_card
 from ..mma import compute_routing_table
 from ..testing_utils import build_tiny_lavin, build_word_tokenizer, tiny_lavin_config
+from ..training import BASE_MODEL_DIR, MMAArguments, build_trainer
 from .plots import plot_routing_weights, plot_training_loss
-from .sft import BASE_MODEL_DIR, MMAArguments, build_trainer
 
 # LaVIN's prompt (question, context, options), answered with the option's text: "The answer is circle."
 PROMPT_FORMAT = "QCM-A"

@@ -37,18 +37,17 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from ..cli_errors import UserInputError, user_errors
 from ..data import load_scienceqa
+from ..data.training_datasets import write_synthetic_set
 from ..distributed import load_sharded_checkpoint, save_adapter, save_sharded_checkpoint, shard_lavin
 from ..distributed.checkpoint import LOOP_STATE_NAME
-from .sft import (
+from ..training import (
     BASE_MODEL_DIR,
     LavinModelArguments,
     LavinScriptArguments,
     MMAArguments,
     load_model_and_processor,
-    reloadable_name,
-    save_aside,
-    write_synthetic_set,
 )
+from ..training.checkpoints import reloadable_name, save_aside
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100

@@ -1,35 +1,28 @@
-"""`lavin-train`'s arguments: TRL's dataclasses extended with LaVIN's, parsed and checked before anything loads.
+"""`lavin-train`'s options beyond TRL's: the data sources, the base model sources and the MMA adapter, with the checks
+that run before anything is loaded or written (so that a bad option fails in a second, not after the base model and
+the data were written).
 
-Only TRL's argument classes are imported here (no trainer, no `datasets`), so `--help` and a bad option answer
-without the cost of the training stack. Every option is checked before TRL's own device check (bf16 without a GPU)
-and before any file is read or written: a typo in a flag, a missing file or a bad value is reported first.
+Only TRL's argument classes are imported here (no trainer, no model), so `--help` and a bad option answer without
+the cost of the training stack.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
-import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 from ..cli_errors import UserInputError
-from ..data.prompts import DEFAULT_PROMPT_FORMAT, split_prompt_format
+from ..data.prompts import DEFAULT_PROMPT_FORMAT
+from ..data.training_datasets import check_dataset_arguments, looks_local
 
-# Suffixes of the data files `--dataset_name` reads; a name ending in one is a local file, never a Hub id.
-DATA_FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".arrow")
 PEFT_METHODS = ("mma", "lora")
 # Options that make TRL's device check pass on a CPU, used only to check the other options first.
 CPU_PROBE_OPTIONS = ("--use_cpu", "true", "--bf16", "false", "--fp16", "false")
-# What the Trainer writes last into a checkpoint (transformers.trainer.TRAINER_STATE_NAME, without the Trainer import).
-TRAINER_STATE_NAME = "trainer_state.json"
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -248,19 +241,6 @@ def torch_dtype(name: str | None):
     return dtype
 
 
-def looks_local(name: str, suffixes: Sequence[str] = ()) -> bool:
-    """
-    Whether `name` can only be a local path, not a Hub id (`namespace/name`): it exists, starts with `.`, `/` or `~`,
-    has more than one `/`, or ends in one of `suffixes`.
-    """
-    return (
-        Path(name).expanduser().exists()
-        or name.startswith((".", "/", "~"))
-        or name.count("/") > 1
-        or name.lower().endswith(tuple(suffixes))
-    )
-
-
 def check_model_directory(option: str, name: str) -> None:
     """
     A local model given by `option` must be a directory that `save_pretrained` wrote; a Hub id is left to the Hub.
@@ -323,30 +303,6 @@ def check_gradient_checkpointing(training_args: SFTConfig) -> None:
     training_args.activation_checkpointing_kwargs = training_args.gradient_checkpointing_kwargs = kwargs
 
 
-def check_dataset_arguments(script_args: LavinScriptArguments) -> None:
-    """Exactly one data source; a local one must exist."""
-    sources = [script_args.dataset_name is not None, script_args.dataset_dir is not None and not script_args.synthetic]
-    sources.append(script_args.synthetic)
-    if sum(sources) != 1:
-        raise ValueError(
-            "Give exactly one dataset: --dataset_name (a Hub id or local json/jsonl/parquet/csv file or folder, in "
-            "TRL's formats or ScienceQA's Hub layout), --dataset_dir (ScienceQA in the official layout), or "
-            "--synthetic (the synthetic ScienceQA-style set)."
-        )
-    split_prompt_format(script_args.prompt_format)
-    if script_args.max_train_samples is not None and script_args.max_train_samples < 1:
-        raise ValueError(f"--max_train_samples must be positive; got {script_args.max_train_samples}.")
-    if script_args.dataset_dir is not None and not script_args.synthetic:
-        if not (Path(script_args.dataset_dir) / "problems.json").is_file():
-            raise ValueError(
-                f"--dataset_dir {script_args.dataset_dir!r} holds no problems.json: point it at ScienceQA in the "
-                "official layout, or use --dataset_name for other data."
-            )
-    name = script_args.dataset_name
-    if name is not None and looks_local(name, DATA_FILE_SUFFIXES) and not Path(name).expanduser().exists():
-        raise ValueError(f"--dataset_name {name!r}: no such file or folder.")
-
-
 def validate_arguments(
     script_args: LavinScriptArguments,
     training_args: SFTConfig,
@@ -373,60 +329,6 @@ def validate_arguments(
     check_gradient_checkpointing(training_args)
 
 
-def resume_target(value: str | bool | None) -> str | bool | None:
-    """`--resume_from_checkpoint true` (or `last`) means the newest checkpoint in output_dir, as Trainer's True does."""
-    if isinstance(value, str) and value.lower() in ("true", "last"):
-        return True
-    return value
-
-
-def is_complete_checkpoint(checkpoint: Path) -> bool:
-    """Whether a save finished: the Trainer writes `trainer_state.json` after the weights."""
-    weights = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
-    return (checkpoint / TRAINER_STATE_NAME).is_file() and any((checkpoint / name).is_file() for name in weights)
-
-
-def resume_checkpoint(output_dir: str | Path, value: str | bool | None) -> str | None:
-    """
-    The checkpoint `--resume_from_checkpoint` names: for `true`/`last`, the newest complete one in `output_dir`
-    (a save cut short, e.g. by `kill -9`, leaves a checkpoint without its `trainer_state.json`: it is skipped, with
-    an info line); a path is taken as given.
-
-    Raises:
-        `ValueError`: when `output_dir` holds no complete checkpoint.
-    """
-    value = resume_target(value)
-    if value is not True:
-        return value or None
-    output_dir = Path(output_dir)
-    steps = {}
-    for child in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if output_dir.is_dir() else []:
-        step = child.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
-        if child.is_dir() and step.isdigit():
-            steps[int(step)] = child
-    for step in sorted(steps, reverse=True):
-        if is_complete_checkpoint(steps[step]):
-            return str(steps[step])
-        logger.info("Skipping %s: its save did not finish (no %s or weights).", steps[step], TRAINER_STATE_NAME)
-    incomplete = f" (only incomplete ones: {sorted(p.name for p in steps.values())})" if steps else ""
-    raise ValueError(
-        f"--resume_from_checkpoint true: {output_dir} holds no complete checkpoint{incomplete}. Start the run again "
-        "without --resume_from_checkpoint (with --overwrite), or name a checkpoint folder."
-    )
-
-
-def finished_step(checkpoint: str | Path, max_steps: int) -> int | None:
-    """The step a checkpoint's run already reached, if that is the end of the run (`max_steps`, or the state's own
-    when training by epochs); `None` when there is training left."""
-    state_file = Path(checkpoint) / TRAINER_STATE_NAME
-    if not state_file.is_file():
-        return None
-    state = json.loads(state_file.read_text(encoding="utf-8"))
-    target = max_steps if max_steps > 0 else state.get("max_steps", 0)
-    step = state.get("global_step", 0)
-    return step if target and step >= target else None
-
-
 __all__ = [
     "ARGUMENT_CLASSES",
     "LavinArgumentParser",
@@ -436,10 +338,6 @@ __all__ = [
     "check_gradient_checkpointing",
     "check_model_arguments",
     "parse_args",
-    "finished_step",
-    "is_complete_checkpoint",
-    "resume_checkpoint",
-    "resume_target",
     "torch_dtype",
     "validate_arguments",
 ]
