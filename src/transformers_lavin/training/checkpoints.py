@@ -98,16 +98,25 @@ def resume_target(value: str | bool | None) -> str | bool | None:
     return value
 
 
-def is_complete_checkpoint(checkpoint: Path) -> bool:
-    """Whether a save finished: the Trainer writes `trainer_state.json` after the weights."""
+def is_complete_checkpoint(checkpoint: Path, step: int) -> bool:
+    """
+    Whether a save finished: the Trainer writes `trainer_state.json` after the weights, so a complete checkpoint has
+    weights and a state that parses and records its own step (a kill while the state was written leaves a part).
+    """
     weights = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
-    return (checkpoint / TRAINER_STATE_NAME).is_file() and any((checkpoint / name).is_file() for name in weights)
+    if not any((checkpoint / name).is_file() for name in weights):
+        return False
+    try:
+        state = json.loads((checkpoint / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and state.get("global_step") == step
 
 
 def resume_checkpoint(output_dir: str | Path, value: str | bool | None) -> str | None:
     """
     The checkpoint `--resume_from_checkpoint` names: for `true`/`last`, the newest complete one in `output_dir`
-    (a save cut short, e.g. by `kill -9`, leaves a checkpoint without its `trainer_state.json`: it is skipped, with
+    (a save cut short, e.g. by `kill -9`, leaves a checkpoint without a complete `trainer_state.json`: it is skipped, with
     an info line); a path is taken as given.
 
     Raises:
@@ -123,9 +132,9 @@ def resume_checkpoint(output_dir: str | Path, value: str | bool | None) -> str |
         if child.is_dir() and step.isdigit():
             steps[int(step)] = child
     for step in sorted(steps, reverse=True):
-        if is_complete_checkpoint(steps[step]):
+        if is_complete_checkpoint(steps[step], step):
             return str(steps[step])
-        logger.info("Skipping %s: its save did not finish (no %s or weights).", steps[step], TRAINER_STATE_NAME)
+        logger.info("Skipping %s: its save did not finish (no weights, or no complete %s).", steps[step], TRAINER_STATE_NAME)
     incomplete = f" (only incomplete ones: {sorted(p.name for p in steps.values())})" if steps else ""
     raise ValueError(
         f"--resume_from_checkpoint true: {output_dir} holds no complete checkpoint{incomplete}. Start the run again "
