@@ -53,6 +53,7 @@ IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END = VOCAB - 1, VOCAB - 2, VOCAB
 IMAGE_SIZE, PATCH = 30, 6
 PATCHES = (IMAGE_SIZE // PATCH) ** 2
 IMAGE_ROW, TEXT_ROW = 0, 1
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/model/conftest.py
 
 WIDTHS = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4}
 TEXT = {**WIDTHS, "num_hidden_layers": 2, "num_key_value_heads": 2, "vocab_size": VOCAB}

@@ -21,6 +21,7 @@ from transformers_lavin.mma import MMALayer, compute_routing_table
 from transformers_lavin.testing_utils import TINY_VLM_TYPES, build_tiny_vlm, tiny_vlm_image_tokens
 
 IMAGE_ROW, TEXT_ROW = 0, 1
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/model/conftest.py
 
 
 @pytest.fixture(params=TINY_VLM_TYPES)
