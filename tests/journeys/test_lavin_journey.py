@@ -14,7 +14,7 @@ import time
 import urllib.request
 
 import pytest
-from artifacts import console_script, run, run_python
+from artifacts import command_environment, console_script, run, run_python
 
 from transformers_lavin.conversion.staging import current_umask
 
@@ -178,7 +178,9 @@ def test_chat_serves_the_trained_adapter_on_loopback(lavin_adapter, work):
 
     port = _free_port()
     command = [console_script("lavin-chat"), "--model", "base", "--adapter", "out", "--port", str(port)]
-    server = subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        command, cwd=work, env=command_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
