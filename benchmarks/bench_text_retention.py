@@ -44,13 +44,11 @@ from peft import get_peft_model
 from transformers import AutoModelForImageTextToText
 
 from transformers_lavin import MMAConfig
-from transformers_lavin.data import load_scienceqa
 from transformers_lavin.evaluation.multiple_choice import score_choice_texts
 from transformers_lavin.mma import compute_routing_table
 from transformers_lavin.processing_lavin import LavinProcessor
-from transformers_lavin.scripts.demo import PROMPT_FORMAT, answer_with_option_text
 
-from .bench_vlm_adapters import LEARNING_RATES, collate, fine_tune, prepare
+from .bench_vlm_adapters import LEARNING_RATES, collate, fine_tune, prepare, prepared_splits
 from .machine import describe_machine
 from .models import count_parameters, llava_lora_config
 from .report import _table
@@ -218,11 +216,7 @@ def run_seed(size: Size, seed: int, workdir: Path, started: float) -> dict:
     wall, cpu = time.perf_counter(), time.process_time()
     prepared = prepare(workdir, size, seed)
     _progress(started, f"seed {seed}: LLM pretrained on text, LLaVA and LaVIN bases saved")
-    processor = LavinProcessor.from_pretrained(prepared["base_dir"])
-    data_dir = Path(prepared["data_dir"])
-    train = answer_with_option_text(load_scienceqa(data_dir, "train", prompt_format=PROMPT_FORMAT))
-    val = load_scienceqa(data_dir, "val", prompt_format=PROMPT_FORMAT)
-    test = load_scienceqa(data_dir, "test", prompt_format=PROMPT_FORMAT)
+    processor, train, val, test = prepared_splits(prepared)
     image_rows, text_rows = split_by_modality(train)
     batches = retention_batches(image_rows, text_rows, processor, size, seed)
     test_has_image = [len(images) > 0 for images in test["images"]]

@@ -184,6 +184,16 @@ def prepare(workdir: Path, size: DataSize, seed: int) -> dict:
     }
 
 
+def prepared_splits(prepared: dict) -> tuple[LavinProcessor, datasets.Dataset, datasets.Dataset, datasets.Dataset]:
+    """What `prepare` wrote, read back: the processor, the training rows (answers as option text), val and test."""
+    processor = LavinProcessor.from_pretrained(prepared["base_dir"])
+    data_dir = Path(prepared["data_dir"])
+    train = answer_with_option_text(load_scienceqa(data_dir, "train", prompt_format=PROMPT_FORMAT))
+    val = load_scienceqa(data_dir, "val", prompt_format=PROMPT_FORMAT)
+    test = load_scienceqa(data_dir, "test", prompt_format=PROMPT_FORMAT)
+    return processor, train, val, test
+
+
 def adapted(method: str, base_dir: str | Path) -> torch.nn.Module:
     """The LLaVA base with `method`'s adapters, in training mode."""
     base = LlavaForConditionalGeneration.from_pretrained(base_dir)
@@ -282,11 +292,7 @@ def run(size_name: str = "cpu", seed: int = 0, threads: int = 1, workdir: str | 
         work = Path(workdir or scratch)
         prepared = prepare(work, size, seed)
         _progress(started, "LLM pretrained on text, LLaVA base saved")
-        processor = LavinProcessor.from_pretrained(prepared["base_dir"])
-        data_dir = Path(prepared["data_dir"])
-        train = answer_with_option_text(load_scienceqa(data_dir, "train", prompt_format=PROMPT_FORMAT))
-        val = load_scienceqa(data_dir, "val", prompt_format=PROMPT_FORMAT)
-        test = load_scienceqa(data_dir, "test", prompt_format=PROMPT_FORMAT)
+        processor, train, val, test = prepared_splits(prepared)
         batches = training_batches(train, processor, size, seed)
         base = LlavaForConditionalGeneration.from_pretrained(prepared["base_dir"])
         result = {"before": accuracy(base, processor, test), "methods": {}}

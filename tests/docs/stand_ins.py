@@ -23,7 +23,7 @@ from transformers import GenerationConfig
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "journeys"), str(HERE.parent / "conversion")]  # shared builders of other tests
 
-from artifacts import save_pretrained_parts, save_tiny_llava, write_scienceqa  # noqa: E402
+from artifacts import ONE_THREAD, save_pretrained_parts, save_tiny_llava, write_scienceqa  # noqa: E402, F401
 from conversion_helpers import build_reference, save_reference_adapter, write_all  # noqa: E402
 
 # Path as the docs write it -> the stand-in put there.
@@ -60,7 +60,7 @@ TEXT = {"http://127.0.0.1:8000/v1": "{judge_url}"}
 # port, checked to answer there, then stopped.
 SERVERS = {"lavin-chat": "/gradio_api/info", "lavin-serve": "/health"}
 # The environment of every block: nothing from the Hub, and the working directory importable (`my_pkg`, as if the
-# user had installed it).
+# user had installed it). One torch thread unless the test's environment sets a count (ONE_THREAD, as the journeys).
 ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 

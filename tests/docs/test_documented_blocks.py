@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from extract import PYTHON, blocks, shell_commands
 from not_runnable import BLOCKS, COMMANDS
-from stand_ins import ENVIRONMENT, PATHS, SERVERS, TEXT, build
+from stand_ins import ENVIRONMENT, ONE_THREAD, PATHS, SERVERS, TEXT, build
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -90,7 +90,7 @@ def _workspace(doc: Path, directory: Path, store: Path) -> Path:
 def _environment(workspace: Path) -> dict[str, str]:
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     python_path = os.pathsep.join(filter(None, [str(workspace), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, **ENVIRONMENT, "PATH": path, "PYTHONPATH": python_path}
+    return {**ONE_THREAD, **os.environ, **ENVIRONMENT, "PATH": path, "PYTHONPATH": python_path}
 
 
 def _free_port() -> int:

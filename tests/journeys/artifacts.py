@@ -39,6 +39,16 @@ LLAVA_CHAT_TEMPLATE = (
 )
 
 
+# One torch thread per command unless the environment sets its own: the tiny models gain nothing from more, and on a
+# loaded machine (shared cores, CI runners) the threads of every op wait for each other, several times slower.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def command_environment(**env: str) -> dict[str, str]:
+    """The environment commands run in: this one, with ONE_THREAD where it sets no thread count, and `env`."""
+    return {**ONE_THREAD, **os.environ, **env}
+
+
 def console_script(name: str) -> str:
     """The installed console script `name` (beside this interpreter)."""
     return str(Path(sys.executable).with_name(name))
@@ -46,7 +56,9 @@ def console_script(name: str) -> str:
 
 def run(args: list[str], cwd: Path, timeout: int = 300, check: bool = True, **env: str) -> subprocess.CompletedProcess:
     """Run a command as a user would (its own process, in `cwd`); on failure, show what it printed."""
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env})
+    result = subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=command_environment(**env)
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result

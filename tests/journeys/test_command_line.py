@@ -61,22 +61,38 @@ def test_the_device_check_comes_last_with_the_flags_that_fix_it(lavin_base, work
     assert "--bf16 is on (TRL's default)" in line and "pass --bf16 false --use_cpu true" in line
 
 
-@pytest.mark.parametrize(
-    ("module", "heavy"),
-    [
-        ("transformers_lavin.scripts.sft", ("matplotlib", "gradio")),
-        ("transformers_lavin.chat.app", ("gradio", "matplotlib")),
-        ("transformers_lavin.evaluation.cli", ("gradio", "matplotlib")),
-        ("transformers_lavin.conversion.cli", ("gradio", "matplotlib", "datasets")),
-    ],
-)
-def test_help_loads_no_training_plotting_or_web_stack(module, heavy):
-    code = (
-        f"import sys\nfrom {module} import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        f"print('LOADED', sorted(name for name in {heavy!r} if name in sys.modules))"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert result.stdout.strip().splitlines()[-1] == "LOADED []", result.stdout[-500:] + result.stderr[-2000:]
+# Each console script's module and what its --help must not load. conversion.cli first: it alone must also leave
+# out datasets, which the others may load. One interpreter runs them all in this order and reports, after each,
+# which of its heavy modules are loaded so far: a module that loads one fails its own check (and any after it).
+HELP_MODULES = {
+    "transformers_lavin.conversion.cli": ("gradio", "matplotlib", "datasets"),
+    "transformers_lavin.scripts.sft": ("matplotlib", "gradio"),
+    "transformers_lavin.chat.app": ("gradio", "matplotlib"),
+    "transformers_lavin.evaluation.cli": ("gradio", "matplotlib"),
+}
+HELP_RUN = f"""
+import importlib, json, sys
+loaded = {{}}
+for module, heavy in {list(HELP_MODULES.items())!r}:
+    try:
+        importlib.import_module(module).main(["--help"])
+    except SystemExit:
+        pass
+    loaded[module] = sorted(name for name in heavy if name in sys.modules)
+print(json.dumps(loaded))
+"""
+
+
+@pytest.fixture(scope="module")
+def loaded_by_help() -> dict[str, list[str]]:
+    result = subprocess.run([sys.executable, "-c", HELP_RUN], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-500:] + result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("module", HELP_MODULES)
+def test_help_loads_no_training_plotting_or_web_stack(module, loaded_by_help):
+    assert loaded_by_help[module] == [], loaded_by_help
 
 
 def test_the_processor_pads_a_truncated_batch_without_a_warning():

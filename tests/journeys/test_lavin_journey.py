@@ -14,93 +14,88 @@ import time
 import urllib.request
 
 import pytest
-from artifacts import console_script, run, run_python
+from artifacts import command_environment, console_script, run, run_python
 
 from transformers_lavin.conversion.staging import current_umask
 
-# Logits of the trained adapter, loaded three ways from `elsewhere/` through relative paths.
-LOAD_FROM_ELSEWHERE = """
+# What the later steps check from `elsewhere/`, through relative paths, in one interpreter (one start instead of
+# four): each check is a function of its own, and the run prints one JSON object of their results.
+FROM_ELSEWHERE = """
 import json, torch
 import transformers_lavin
 from peft import PeftModel
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-processor = AutoProcessor.from_pretrained("../work/out")
-inputs = processor(images=[Image.open("../work/data/images/red.png")], text=["What color is it?"], return_tensors="pt")
-with torch.no_grad():
-    base = AutoModelForImageTextToText.from_pretrained("../work/base").eval()
-    plain = base(**inputs).logits
-    peft = PeftModel.from_pretrained(base, "../work/out").eval()(**inputs).logits
-    auto = AutoModelForImageTextToText.from_pretrained("../work/out").eval()
-    loaded = auto(**inputs).logits
-print(json.dumps({"auto_is_peft": hasattr(auto, "peft_config"), "auto_vs_peft": (loaded - peft).abs().max().item(),
-                  "adapter_effect": (peft - plain).abs().max().item()}))
-"""
 
-# What lavin-eval should have generated, computed here with plain `generate` (greedy, one sample at a time).
-GENERATE_LIKE_EVAL = """
-import json, torch
-import transformers_lavin
-from peft import PeftModel
-from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor
-
-records = [json.loads(line) for line in open("../work/runs/lavin/scienceqa/results.jsonl")]
-problems = json.load(open("../work/sqa/problems.json"))
-processor = AutoProcessor.from_pretrained("../work/out")
-model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained("../work/base"), "../work/out").eval()
-same = []
-for record in records:
-    problem = problems[record["id"]]
-    images = [Image.open(f"../work/sqa/images/test/{record['id']}/image.png")] if problem["image"] else None
-    inputs = processor(images=images, text=[processor.escape_special_tokens(record["prompt"])], return_tensors="pt")
+def load_from_elsewhere():
+    # Logits of the trained adapter, loaded three ways.
+    processor = AutoProcessor.from_pretrained("../work/out")
+    image = Image.open("../work/data/images/red.png")
+    inputs = processor(images=[image], text=["What color is it?"], return_tensors="pt")
     with torch.no_grad():
-        ids = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-    text = processor.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-    same.append(text == record["output"])
-print(json.dumps({"same": same, "with_image": sum(bool(problems[r["id"]]["image"]) for r in records)}))
-"""
+        base = AutoModelForImageTextToText.from_pretrained("../work/base").eval()
+        plain = base(**inputs).logits
+        peft = PeftModel.from_pretrained(base, "../work/out").eval()(**inputs).logits
+        auto = AutoModelForImageTextToText.from_pretrained("../work/out").eval()
+        loaded = auto(**inputs).logits
+    return {"auto_is_peft": hasattr(auto, "peft_config"), "auto_vs_peft": (loaded - peft).abs().max().item(),
+            "adapter_effect": (peft - plain).abs().max().item()}
 
-MERGE_SAVE_RELOAD = """
-import json, torch
-import transformers_lavin
-from peft import PeftModel
-from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor
 
-processor = AutoProcessor.from_pretrained("../work/out")
-inputs = processor(images=[Image.open("../work/data/images/blue.png")], text=["What color is it?"], return_tensors="pt")
-model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained("../work/base"), "../work/out").eval()
-with torch.no_grad():
-    unmerged = model(**inputs).logits
-    merged = model.merge_and_unload(modality="image")
-    in_memory = merged(**inputs).logits
-    merged.save_pretrained("lavin-merged")
-    reloaded = AutoModelForImageTextToText.from_pretrained("lavin-merged").eval()(**inputs).logits
-print(json.dumps({"in_memory": (in_memory - unmerged).abs().max().item(),
-                  "reloaded": (reloaded - unmerged).abs().max().item()}))
-"""
-
-CONVERTED_AGAINST_ORIGINAL = """
-import json, torch
-import transformers_lavin
-from peft import PeftModel
-from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor
-
-processor = AutoProcessor.from_pretrained("../work/out")
-rows = [([Image.open("../work/data/images/green.png")], "What color is it?"), (None, "Say hi.")]
-result = {}
-for images, text in rows:
-    inputs = processor(images=images, text=[text], return_tensors="pt")
-    logits = []
-    for base, adapter in (("../work/base", "../work/out"), ("../work/base2", "../work/out2")):
-        model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), adapter).eval()
+def generate_like_eval():
+    # What lavin-eval should have generated, computed here with plain `generate` (greedy, one sample at a time).
+    records = [json.loads(line) for line in open("../work/runs/lavin/scienceqa/results.jsonl")]
+    problems = json.load(open("../work/sqa/problems.json"))
+    processor = AutoProcessor.from_pretrained("../work/out")
+    model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained("../work/base"), "../work/out")
+    model.eval()
+    same = []
+    for record in records:
+        problem = problems[record["id"]]
+        images = [Image.open(f"../work/sqa/images/test/{record['id']}/image.png")] if problem["image"] else None
+        text = [processor.escape_special_tokens(record["prompt"])]
+        inputs = processor(images=images, text=text, return_tensors="pt")
         with torch.no_grad():
-            logits.append(model(**inputs).logits)
-    result[text] = (logits[0] - logits[1]).abs().max().item()
-print(json.dumps(result))
+            ids = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+        text = processor.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        same.append(text == record["output"])
+    return {"same": same, "with_image": sum(bool(problems[r["id"]]["image"]) for r in records)}
+
+
+def merge_save_reload():
+    processor = AutoProcessor.from_pretrained("../work/out")
+    image = Image.open("../work/data/images/blue.png")
+    inputs = processor(images=[image], text=["What color is it?"], return_tensors="pt")
+    model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained("../work/base"), "../work/out")
+    model.eval()
+    with torch.no_grad():
+        unmerged = model(**inputs).logits
+        merged = model.merge_and_unload(modality="image")
+        in_memory = merged(**inputs).logits
+        merged.save_pretrained("lavin-merged")
+        reloaded = AutoModelForImageTextToText.from_pretrained("lavin-merged").eval()(**inputs).logits
+    return {"in_memory": (in_memory - unmerged).abs().max().item(),
+            "reloaded": (reloaded - unmerged).abs().max().item()}
+
+
+def converted_against_original():
+    processor = AutoProcessor.from_pretrained("../work/out")
+    rows = [([Image.open("../work/data/images/green.png")], "What color is it?"), (None, "Say hi.")]
+    result = {}
+    for images, text in rows:
+        inputs = processor(images=images, text=[text], return_tensors="pt")
+        logits = []
+        for base, adapter in (("../work/base", "../work/out"), ("../work/base2", "../work/out2")):
+            model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), adapter).eval()
+            with torch.no_grad():
+                logits.append(model(**inputs).logits)
+        result[text] = (logits[0] - logits[1]).abs().max().item()
+    return result
+
+
+print(json.dumps({"loaded": load_from_elsewhere(), "generated": generate_like_eval(),
+                  "merged": merge_save_reload(), "converted": converted_against_original()}))
 """
 
 
@@ -128,33 +123,48 @@ def test_train_from_a_saved_base_on_trl_jsonl_with_relative_paths(lavin_training
     assert _modes_follow_the_umask(out) == []
 
 
-def test_the_adapter_loads_with_auto_classes_from_another_directory(lavin_adapter, elsewhere):
-    result = run_python(LOAD_FROM_ELSEWHERE, cwd=elsewhere)
+@pytest.fixture(scope="module")
+def lavin_eval(lavin_adapter, work):
+    """Step 3: `lavin-eval --model lavin=base --adapter out --task scienceqa=sqa` from work/."""
+    command = [console_script("lavin-eval"), "--model", "lavin=base", "--adapter", "out", "--task", "scienceqa=sqa"]
+    return run([*command, "--output_dir", "runs", "--max_new_tokens", "4", "--no_progress"], cwd=work)
+
+
+@pytest.fixture(scope="module")
+def lavin_converted(lavin_adapter, work) -> None:
+    """Step 5: `lavin-convert export` of the adapter, and `lavin-convert import` of the export into base2/, out2/."""
+    convert = console_script("lavin-convert")
+    run([convert, "export", "--adapter_dir", "out", "--output", "out.pth"], cwd=work)
+    flags = ["--llama", "parts/llama", "--clip", "parts/clip", "--base_dir", "base2", "--adapter_dir", "out2"]
+    run([convert, "import", "--checkpoint", "out.pth", *flags, "--temperature", "10"], cwd=work)
+
+
+@pytest.fixture(scope="module")
+def from_elsewhere(lavin_eval, lavin_converted, elsewhere) -> dict:
+    """The checks of what the steps wrote, run from `elsewhere/` in one interpreter (FROM_ELSEWHERE)."""
+    return run_python(FROM_ELSEWHERE, cwd=elsewhere)
+
+
+def test_the_adapter_loads_with_auto_classes_from_another_directory(from_elsewhere):
+    result = from_elsewhere["loaded"]
     assert result["auto_is_peft"] and result["auto_vs_peft"] == 0.0
     assert result["adapter_effect"] > 1e-4  # the trained adapter is there, not a fresh one
 
 
-def test_eval_the_adapter_on_scienceqa_given_by_a_relative_path(lavin_adapter, work, elsewhere):
-    command = [console_script("lavin-eval"), "--model", "lavin=base", "--adapter", "out", "--task", "scienceqa=sqa"]
-    result = run([*command, "--output_dir", "runs", "--max_new_tokens", "4", "--no_progress"], cwd=work)
+def test_eval_the_adapter_on_scienceqa_given_by_a_relative_path(lavin_eval, work, from_elsewhere):
     summary = json.loads((work / "runs" / "lavin" / "scienceqa" / "summary.json").read_text())  # NAME= is used
     assert summary["n"] == 4 and summary["n_errors"] == 0, summary
-    assert "| lavin |" in result.stdout
-    generated = run_python(GENERATE_LIKE_EVAL, cwd=elsewhere)
+    assert "| lavin |" in lavin_eval.stdout
+    generated = from_elsewhere["generated"]
     assert generated["with_image"] > 0 and all(generated["same"]), generated
 
 
-def test_merge_matches_the_unmerged_adapter_in_memory(lavin_adapter, elsewhere, merge_results):
-    assert merge_results["in_memory"] < 1e-4
+def test_merge_matches_the_unmerged_adapter_in_memory(from_elsewhere):
+    assert from_elsewhere["merged"]["in_memory"] < 1e-4
 
 
-def test_merged_model_saves_and_reloads_exactly(merge_results):
-    assert merge_results["reloaded"] < 1e-4
-
-
-@pytest.fixture(scope="module")
-def merge_results(lavin_adapter, elsewhere) -> dict:
-    return run_python(MERGE_SAVE_RELOAD, cwd=elsewhere)
+def test_merged_model_saves_and_reloads_exactly(from_elsewhere):
+    assert from_elsewhere["merged"]["reloaded"] < 1e-4
 
 
 def _free_port() -> int:
@@ -168,7 +178,9 @@ def test_chat_serves_the_trained_adapter_on_loopback(lavin_adapter, work):
 
     port = _free_port()
     command = [console_script("lavin-chat"), "--model", "base", "--adapter", "out", "--port", str(port)]
-    server = subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        command, cwd=work, env=command_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -191,16 +203,12 @@ def test_chat_serves_the_trained_adapter_on_loopback(lavin_adapter, work):
         server.wait(timeout=30)
 
 
-def test_convert_export_and_import_back_gives_the_same_model(lavin_adapter, work, elsewhere):
-    convert = console_script("lavin-convert")
-    run([convert, "export", "--adapter_dir", "out", "--output", "out.pth"], cwd=work)
-    flags = ["--llama", "parts/llama", "--clip", "parts/clip", "--base_dir", "base2", "--adapter_dir", "out2"]
-    run([convert, "import", "--checkpoint", "out.pth", *flags, "--temperature", "10"], cwd=work)
+def test_convert_export_and_import_back_gives_the_same_model(lavin_converted, work, from_elsewhere):
     assert json.loads((work / "out2" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
         (work / "base2").resolve()
     )
     assert [_modes_follow_the_umask(work / name) for name in ("out.pth", "base2", "out2")] == [[], [], []]
-    differences = run_python(CONVERTED_AGAINST_ORIGINAL, cwd=elsewhere)
+    differences = from_elsewhere["converted"]
     assert max(differences.values()) < 1e-5, differences
 
 

@@ -33,3 +33,16 @@ def mixed_batch(tiny):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """
+    One intra-op thread for the test: the tiny models gain nothing from more, and on a loaded machine (CI runners,
+    shared cores) the threads of every op wait for each other, which made these suites several times slower. The
+    results compared within a test are computed under the same setting.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

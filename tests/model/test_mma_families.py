@@ -6,12 +6,22 @@ every family. LLaVA and Gemma 3 run the same cases in `test_mma_vlm.py`, LaVIN i
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 import torch
-from helpers import llm_layers, mma_model
+from helpers import (
+    DecoderSpy,
+    assert_same_gradients,
+    llm_layers,
+    logits,
+    loss_and_gradients,
+    mma_model,
+    train_on_one_batch,
+)
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import (
@@ -37,13 +47,13 @@ from transformers import (
 )
 
 from transformers_lavin.mma import MMALayer, compute_routing_table
-from transformers_lavin.mma.routing import ROUTING_KWARG
 
 VOCAB = 100
 IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END = VOCAB - 1, VOCAB - 2, VOCAB - 3, VOCAB - 4
 IMAGE_SIZE, PATCH = 30, 6
 PATCHES = (IMAGE_SIZE // PATCH) ** 2
 IMAGE_ROW, TEXT_ROW = 0, 1
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/model/conftest.py
 
 WIDTHS = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4}
 TEXT = {**WIDTHS, "num_hidden_layers": 2, "num_key_value_heads": 2, "vocab_size": VOCAB}
@@ -226,9 +236,20 @@ def family(request) -> Family:
     return request.param
 
 
-def build(family: Family, seed: int = 0):
+@functools.cache
+def _built(family: Family, seed: int) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The family's tiny model built from its config at `seed`, and the RNG state the build leaves behind."""
     torch.manual_seed(seed)
-    return AutoModelForImageTextToText.from_config(family.config()).eval()
+    model = AutoModelForImageTextToText.from_config(family.config()).eval()
+    return model, torch.get_rng_state()
+
+
+def build(family: Family, seed: int = 0):
+    """A fresh copy of the family's model at `seed` (built once per session; each caller may change its copy), with
+    the global RNG where building it leaves it, so adapters initialise exactly as after a build of their own."""
+    model, rng_state = _built(family, seed)
+    torch.set_rng_state(rng_state)
+    return copy.deepcopy(model)
 
 
 def token_types(input_ids: torch.Tensor) -> torch.Tensor:
@@ -265,11 +286,6 @@ def labels_for(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return ids.masked_fill((ids >= VISION_END) | (batch["attention_mask"] == 0), -100)
 
 
-def logits(model, batch, **kwargs) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**batch, **kwargs).logits
-
-
 def visual_rows(input_ids: torch.Tensor) -> torch.Tensor:
     """Each row's modality computed here, independently of MMA's routing code: 1 with an image or video token."""
     return ((input_ids == IMAGE_TOKEN) | (input_ids == VIDEO_TOKEN)).any(dim=-1).long()
@@ -278,19 +294,6 @@ def visual_rows(input_ids: torch.Tensor) -> torch.Tensor:
 def vision_blocks(model) -> int:
     vision = model.config.vision_config
     return getattr(vision, "num_hidden_layers", None) or vision.depth
-
-
-class DecoderSpy:
-    """Records the `modality_ids` each real forward of the decoder receives (before MMA's router takes them)."""
-
-    def __init__(self, model):
-        self.calls = []
-        decoder = model.get_base_model().get_decoder()
-        decoder.register_forward_pre_hook(self, with_kwargs=True, prepend=True)
-
-    def __call__(self, module, args, kwargs):
-        if ROUTING_KWARG not in kwargs:  # not MMA's own routing pass
-            self.calls.append(kwargs.get("modality_ids"))
 
 
 @pytest.mark.parametrize("vision_adapter_type, per_block", [("router", 1), ("router_block", 2)])  # + the MLPs
@@ -314,20 +317,8 @@ def test_trains_only_adapters_modality_token_and_projector_and_loss_falls(family
     (projector,) = model.peft_config["default"].modules_to_save
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert all(".mma_" in name or f"{projector}.modules_to_save." in name for name in trainable)
-    frozen = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
-    before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(6):
-        loss = model(**batch, labels=labels_for(batch)).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses, changed = train_on_one_batch(model, batch, labels_for(batch))
     assert losses[-1] < losses[0]
-    after = dict(model.named_parameters())
-    assert all(torch.equal(after[name], value) for name, value in frozen.items())
-    changed = {name for name, value in before.items() if not torch.equal(after[name], value)}
     for part in (".mma_router.", "mma_modality_embedding", projector):  # routers learn through the routing pass
         assert any(part in name for name in changed), part
 
@@ -339,15 +330,9 @@ def test_checkpointing_on_and_off_give_equal_loss_and_gradients(family):
         if checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             assert any(getattr(m, "gradient_checkpointing", False) for m in model.get_base_model().modules())
-        model.train()
         batch = mixed_batch(family)
-        model(**batch, labels=labels_for(batch)).loss.backward()
-        results.append({name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad})
-    grads, checkpointed = results
-    assert grads.keys() == checkpointed.keys()
-    assert any(".mma_router." in name and grad.abs().sum() > 0 for name, grad in checkpointed.items())
-    for name, grad in grads.items():
-        torch.testing.assert_close(checkpointed[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+        results.append(loss_and_gradients(model, batch, labels_for(batch))[1])
+    assert_same_gradients(*results)
 
 
 def test_save_and_reload_on_a_fresh_base_is_exact(family, tmp_path):

@@ -4,16 +4,24 @@ import logging
 
 import pytest
 import torch
-from helpers import llm_layers, mma_model
+from helpers import (
+    DecoderSpy,
+    assert_same_gradients,
+    llm_layers,
+    logits,
+    loss_and_gradients,
+    mma_model,
+    train_on_one_batch,
+)
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 
 from transformers_lavin.mma import MMALayer, compute_routing_table
-from transformers_lavin.mma.routing import ROUTING_KWARG
 from transformers_lavin.testing_utils import TINY_VLM_TYPES, build_tiny_vlm, tiny_vlm_image_tokens
 
 IMAGE_ROW, TEXT_ROW = 0, 1
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/model/conftest.py
 
 
 @pytest.fixture(params=TINY_VLM_TYPES)
@@ -43,27 +51,9 @@ def only_row(batch: dict[str, torch.Tensor], row: int) -> dict[str, torch.Tensor
     return {**single, "pixel_values": batch["pixel_values"]} if row == IMAGE_ROW else single
 
 
-def logits(model, batch, **kwargs) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**batch, **kwargs).logits
-
-
 def image_rows(model, input_ids) -> torch.Tensor:
     """Each row's modality computed here, independently of MMA's routing code."""
     return (input_ids == model.config.image_token_id).any(dim=-1).long()
-
-
-class DecoderSpy:
-    """Records the `modality_ids` each real forward of the decoder receives (before MMA's router takes them)."""
-
-    def __init__(self, model):
-        self.calls = []
-        decoder = model.get_base_model().get_decoder()
-        self.handle = decoder.register_forward_pre_hook(self, with_kwargs=True, prepend=True)
-
-    def __call__(self, module, args, kwargs):
-        if ROUTING_KWARG not in kwargs:  # not MMA's own routing pass
-            self.calls.append(kwargs.get("modality_ids"))
 
 
 def test_mma_at_initialisation_equals_the_base_and_adapts_llm_and_vision_tower(model_type):
@@ -90,20 +80,8 @@ def test_trains_only_adapters_modality_embedding_and_projector_and_loss_falls(mo
     assert all(".mma_" in name or "multi_modal_projector.modules_to_save." in name for name in trainable)
     assert any("mma_modality_embedding" in name for name in trainable)  # the tuner owns the modality token
     assert any("multi_modal_projector" in name for name in trainable)
-    frozen = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
-    before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(6):
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses, changed = train_on_one_batch(model, batch, labels)
     assert losses[-1] < losses[0]
-    after = dict(model.named_parameters())
-    assert all(torch.equal(after[name], value) for name, value in frozen.items())
-    changed = {name for name, value in before.items() if not torch.equal(after[name], value)}
     assert any(".mma_router." in name for name in changed)  # routers get gradients through the routing pass
     assert any("mma_modality_embedding" in name for name in changed)
     assert any("multi_modal_projector" in name for name in changed)
@@ -118,18 +96,12 @@ def test_gradient_checkpointing_gives_equal_loss_and_adapter_gradients(model_typ
             assert any(
                 getattr(m, "gradient_checkpointing", False) for m in model.get_base_model().get_decoder().layers
             )
-        model.train()
         batch = mixed_batch(model.config)
-        loss = model(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)).loss
-        loss.backward()
-        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
-        results.append((loss.detach(), grads))
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        results.append(loss_and_gradients(model, batch, labels))
     (loss, grads), (checkpointed_loss, checkpointed_grads) = results
     torch.testing.assert_close(checkpointed_loss, loss, rtol=0, atol=1e-6)
-    assert grads.keys() == checkpointed_grads.keys()
-    assert any(".mma_router." in name and grad.abs().sum() > 0 for name, grad in checkpointed_grads.items())
-    for name, grad in grads.items():
-        torch.testing.assert_close(checkpointed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert_same_gradients(grads, checkpointed_grads)
 
 
 def test_save_and_reload_on_a_fresh_base_is_bit_exact(model_type, tmp_path):
