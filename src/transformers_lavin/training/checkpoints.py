@@ -134,7 +134,9 @@ def resume_checkpoint(output_dir: str | Path, value: str | bool | None) -> str |
     for step in sorted(steps, reverse=True):
         if is_complete_checkpoint(steps[step], step):
             return str(steps[step])
-        logger.info("Skipping %s: its save did not finish (no weights, or no complete %s).", steps[step], TRAINER_STATE_NAME)
+        logger.info(
+            "Skipping %s: its save did not finish (no weights, or no complete %s).", steps[step], TRAINER_STATE_NAME
+        )
     incomplete = f" (only incomplete ones: {sorted(p.name for p in steps.values())})" if steps else ""
     raise ValueError(
         f"--resume_from_checkpoint true: {output_dir} holds no complete checkpoint{incomplete}. Start the run again "
