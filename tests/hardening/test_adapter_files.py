@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from damaged_adapters import link_weights_to_text, pickle_only, truncate
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors import safe_open
 
@@ -91,28 +91,12 @@ def test_a_lora_rank_the_weights_do_not_have_is_refused(lora_adapter):
         (lambda a: (a / "adapter_config.json").write_text("{not json"), "is not valid JSON"),
         (lambda a: _edit(a, peft_type="NOPE"), "unknown peft_type 'NOPE'"),
         (lambda a: _edit(a, peft_type="LORA"), "holds no lora_* tensors"),
-        (lambda a: _truncate(a / "adapter_model.safetensors"), "is not a complete safetensors file"),
-        (lambda a: _symlink_to_text(a), "is not a complete safetensors file"),
-        (lambda a: _pickle_only(a), "holds only adapter_model.bin, a pickle"),
+        (lambda a: truncate(a / "adapter_model.safetensors"), "is not a complete safetensors file"),
+        (link_weights_to_text, "is not a complete safetensors file"),
+        (pickle_only, "holds only adapter_model.bin, a pickle"),
     ],
 )
 def test_broken_adapter_directories_are_one_clear_error(mma_adapter, damage, expected):
     damage(mma_adapter)
     with pytest.raises(ValueError, match=re.escape(expected)):
         check_adapter_directory(mma_adapter)
-
-
-def _truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def _symlink_to_text(adapter: Path) -> None:
-    (adapter / "notes.txt").write_text("not weights\n" * 100)
-    (adapter / "adapter_model.safetensors").unlink()
-    (adapter / "adapter_model.safetensors").symlink_to(adapter / "notes.txt")
-
-
-def _pickle_only(adapter: Path) -> None:
-    (adapter / "adapter_model.safetensors").unlink()
-    torch.save({}, adapter / "adapter_model.bin")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from damaged_adapters import link_weights_to_text, pickle_only
 from peft import LoraConfig, get_peft_model
 
 from transformers_lavin import MMAConfig
@@ -42,24 +42,13 @@ def work(tmp_path_factory) -> Path:
     return work
 
 
-def _symlink_weights_to_text(adapter: Path) -> None:
-    (adapter / "notes.txt").write_text("not weights\n" * 100)
-    (adapter / "adapter_model.safetensors").unlink()
-    (adapter / "adapter_model.safetensors").symlink_to(adapter / "notes.txt")
-
-
-def _pickle_only(adapter: Path) -> None:
-    (adapter / "adapter_model.safetensors").unlink()
-    torch.save({}, adapter / "adapter_model.bin")
-
-
 CASES = {
     "another base model": ("mma", ["--model", "wide"], None,
                            "was made for another base model: its weights do not fit"),
     "LoRA merged for a modality": ("lora", ["--merge_adapter", "image"], None,
                                    "the adapter at adapter is LORA: use --merge_adapter yes"),
-    "weights linked to a text file": ("mma", [], _symlink_weights_to_text, "notes.txt is not a complete safetensors"),
-    "pickle-only weights": ("mma", [], _pickle_only, "holds only adapter_model.bin, a pickle, which is never loaded"),
+    "weights linked to a text file": ("mma", [], link_weights_to_text, "notes.txt is not a complete safetensors"),
+    "pickle-only weights": ("mma", [], pickle_only, "holds only adapter_model.bin, a pickle, which is never loaded"),
 }  # fmt: skip
 
 
