@@ -18,6 +18,7 @@ rows over an optional limit before training starts, and either refuses them (wit
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,15 +90,36 @@ def load_sft_dataset(
             # A Hub id, or a local folder of data files (datasets finds the splits from the file names).
             dataset = datasets.load_dataset(str(path) if path.is_dir() else name, config, split=split)
             base = path if path.is_dir() else None
-    except (datasets.exceptions.DatasetGenerationError, StopIteration) as error:
+    except (datasets.exceptions.DatasetGenerationError, StopIteration, ValueError) as error:
         # `datasets` wraps the parser's error (pyarrow's names the row); an empty JSON file stops its schema probe.
+        # Releases before 5 parse JSON lines while probing the schema, with a ValueError that names no row.
+        if isinstance(error, UserInputError):
+            raise
+        if isinstance(error, ValueError) and not isinstance(error, datasets.exceptions.DatasetGenerationError):
+            cause = _bad_json_line(path) if path.suffix.lower() == ".jsonl" else None
+            if cause is None:
+                raise
+        else:
+            cause = _root_cause(error)
         raise UserInputError(
-            f"--dataset_name {name!r}: cannot read it ({_root_cause(error)}). Check that it is a {path.suffix or 'data'} "
+            f"--dataset_name {name!r}: cannot read it ({cause}). Check that it is a {path.suffix or 'data'} "
             "file with one row per record (one JSON object per line for .jsonl)."
         ) from error
     if len(dataset) == 0:
         raise UserInputError(f"--dataset_name {name!r}: the {split!r} split has no rows; give data to train on.")
     return _images_from_paths(dataset, base, allow_outside_images)
+
+
+def _bad_json_line(path: Path) -> str | None:
+    """The first row of a JSON-lines file that does not parse, as pyarrow names it (rows count from 0)."""
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        rows = (line for line in lines if line.strip())
+        for row, line in enumerate(rows):
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as error:
+                return f"JSON parse error: {error.msg} at column {error.colno} in row {row}"
+    return None
 
 
 def _root_cause(error: BaseException) -> str:
