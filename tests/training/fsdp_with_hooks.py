@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 import transformers_lavin  # noqa: F401  # isort: skip  (first: no Hub kernel or telemetry requests)
 from safetensors.torch import save_file
@@ -67,4 +68,8 @@ if __name__ == "__main__":
         if weights_dir and step == args.max_steps:
             write_weights(Path(weights_dir), Path(args.output_dir), script_args.prompt_format, model)
 
-    run(script_args, args, model_args, mma_args, on_step_end=on_step_end)
+    try:
+        run(script_args, args, model_args, mma_args, on_step_end=on_step_end)
+    finally:  # as train_fsdp's main does: exiting with gloo's threads alive can abort a rank ("terminate called ...")
+        if dist.is_initialized():
+            dist.destroy_process_group()
