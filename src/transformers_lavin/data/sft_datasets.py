@@ -90,24 +90,27 @@ def load_sft_dataset(
             # A Hub id, or a local folder of data files (datasets finds the splits from the file names).
             dataset = datasets.load_dataset(str(path) if path.is_dir() else name, config, split=split)
             base = path if path.is_dir() else None
-    except (datasets.exceptions.DatasetGenerationError, StopIteration, ValueError) as error:
+    except (datasets.exceptions.DatasetGenerationError, StopIteration) as error:
         # `datasets` wraps the parser's error (pyarrow's names the row); an empty JSON file stops its schema probe.
+        raise _unreadable(name, path, _root_cause(error)) from error
+    except UserInputError:
+        raise
+    except ValueError as error:
         # Releases before 5 parse JSON lines while probing the schema, with a ValueError that names no row.
-        if isinstance(error, UserInputError):
+        cause = _bad_json_line(path) if path.is_file() and path.suffix.lower() == ".jsonl" else None
+        if cause is None:
             raise
-        if isinstance(error, ValueError) and not isinstance(error, datasets.exceptions.DatasetGenerationError):
-            cause = _bad_json_line(path) if path.suffix.lower() == ".jsonl" else None
-            if cause is None:
-                raise
-        else:
-            cause = _root_cause(error)
-        raise UserInputError(
-            f"--dataset_name {name!r}: cannot read it ({cause}). Check that it is a {path.suffix or 'data'} "
-            "file with one row per record (one JSON object per line for .jsonl)."
-        ) from error
+        raise _unreadable(name, path, cause) from error
     if len(dataset) == 0:
         raise UserInputError(f"--dataset_name {name!r}: the {split!r} split has no rows; give data to train on.")
     return _images_from_paths(dataset, base, allow_outside_images)
+
+
+def _unreadable(name: str, path: Path, cause: str) -> UserInputError:
+    return UserInputError(
+        f"--dataset_name {name!r}: cannot read it ({cause}). Check that it is a {path.suffix or 'data'} file with one "
+        "row per record (one JSON object per line for .jsonl)."
+    )
 
 
 def _bad_json_line(path: Path) -> str | None:
