@@ -30,7 +30,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from peft import get_peft_model
 from transformers import get_scheduler
-from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import TrlParser
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
@@ -47,7 +46,7 @@ from ..training import (
     MMAArguments,
     load_model_and_processor,
 )
-from ..training.checkpoints import reloadable_name, save_aside
+from ..training.checkpoints import TRAINER_STATE_NAME, reloadable_name, save_aside
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -142,7 +141,7 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor, world_size: int) -> t
     return total * world_size / counts[0].float(), counts[1] / counts[0]
 
 
-def is_complete_checkpoint(directory: Path) -> bool:
+def is_complete_sharded_checkpoint(directory: Path) -> bool:
     """Whether `directory` holds what [`save_sharded_checkpoint`] writes last: DCP's metadata and the loop state."""
     return (directory / DCP_METADATA_NAME).is_file() and (directory / LOOP_STATE_NAME).is_file()
 
@@ -152,7 +151,7 @@ def newest_checkpoint(output_dir: Path) -> Path | None:
     found = [
         p
         for p in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-        if p.is_dir() and p.name.split("-")[-1].isdigit() and is_complete_checkpoint(p)
+        if p.is_dir() and p.name.split("-")[-1].isdigit() and is_complete_sharded_checkpoint(p)
     ]
     return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
@@ -175,7 +174,7 @@ def resolve_resume_checkpoint(resume: str | None, output_dir: Path) -> Path | No
     checkpoint = Path(resume)
     if not checkpoint.is_dir():
         raise UserInputError(f"--resume_from_checkpoint {resume}: no such directory.")
-    if not is_complete_checkpoint(checkpoint):
+    if not is_complete_sharded_checkpoint(checkpoint):
         if (checkpoint / TRAINER_STATE_NAME).is_file():
             raise UserInputError(
                 f"--resume_from_checkpoint {resume} is a lavin-train (Trainer) checkpoint; train_fsdp resumes only "
